@@ -1,0 +1,89 @@
+"""Engine and session handling shared by the web app, the CLI and the workers.
+
+Plain SQLAlchemy 2 (no Flask-SQLAlchemy) so that workers, the CLI and the web app use the
+same session factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+SessionFactory = sessionmaker(expire_on_commit=False)
+# One session per thread / request; the web app removes it at teardown.
+session: scoped_session[Session] = scoped_session(SessionFactory)
+_engine: Engine | None = None
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    if url.startswith("sqlite"):
+        kwargs.setdefault("connect_args", {"timeout": 30})
+        eng = create_engine(url, **kwargs)
+        event.listen(eng, "connect", _sqlite_pragmas)
+        return eng
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def configure(url: str, **kwargs) -> Engine:
+    """Bind the global session factory to ``url`` (idempotent for the same URL)."""
+    global _engine
+    if _engine is not None and str(_engine.url) == str(make_url_safe(url)) and not kwargs:
+        return _engine
+    if _engine is not None:
+        _engine.dispose()
+    _engine = make_engine(url, **kwargs)
+    session.remove()
+    SessionFactory.configure(bind=_engine)
+    return _engine
+
+
+def make_url_safe(url: str):
+    from sqlalchemy.engine import make_url
+
+    return make_url(url)
+
+
+def get_engine() -> Engine:
+    if _engine is None:
+        raise RuntimeError("database not configured; call app.db.configure(url) or create_app()")
+    return _engine
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """A unit of work in its own session: commit on success, roll back on error."""
+    s = SessionFactory()
+    try:
+        yield s
+        s.commit()
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        s.close()

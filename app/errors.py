@@ -1,0 +1,39 @@
+"""Errors are values: a code, a path and a message, the same shape in the API, the CLI,
+the import report and the admin (``{"errors": [{"path", "code", "message"}]}``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class KaipiaoError(Exception):
+    """Base for domain errors that carry one or more problems."""
+
+    def __init__(self, problems: Iterable[Problem] | Problem):
+        self.problems: list[Problem] = [problems] if isinstance(problems, Problem) else list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    def as_dict(self) -> dict[str, list[dict[str, str]]]:
+        return {"errors": [p.as_dict() for p in self.problems]}
+
+
+class ValidationFailed(KaipiaoError):
+    """Input that does not fit the contract (bad order, bad rule, bad form)."""
+
+
+class InvalidTransition(KaipiaoError):
+    """A lifecycle transition from the wrong state."""

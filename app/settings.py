@@ -1,0 +1,85 @@
+"""One settings object, read from the environment (prefix ``KAIPIAO_``).
+
+Nothing here touches the network or the database; defaults are the embedded ones
+(a SQLite file and an embedded Redis server in the instance folder).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "KAIPIAO_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(PREFIX + name)
+    return value if value not in (None, "") else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def default_instance_path() -> Path:
+    return Path(_env("INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+
+
+def _persistent_secret(instance: Path, filename: str) -> str:
+    """A random secret kept in the instance folder (mode 600) so restarts keep sessions
+    and encrypted columns readable; production sets it through the environment."""
+    path = instance / filename
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_path: Path
+    database_url: str
+    redis_url: str | None  # None: embedded Redis in the instance folder
+    secret_key: str
+    encryption_key: str
+    cookie_secure: bool = True
+    default_locale: str = "zh_CN"
+    timezone: str = "Asia/Shanghai"
+    tax_gateway: str = "sandbox"
+    tax_gateway_url: str = "http://127.0.0.1:8765"
+    mail_url: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, instance_path: Path | None = None) -> Settings:
+        instance = instance_path or default_instance_path()
+        database_url = _env("DATABASE_URL") or f"sqlite:///{instance / 'kaipiao.sqlite3'}"
+        secret = _env("SECRET_KEY") or _persistent_secret(instance, "secret_key")
+        enc = _env("ENCRYPTION_KEY") or _persistent_secret(instance, "encryption_key")
+        extra = {k[len(PREFIX):]: v for k, v in os.environ.items() if k.startswith(PREFIX)}
+        return cls(
+            instance_path=instance,
+            database_url=database_url,
+            redis_url=_env("REDIS_URL"),
+            secret_key=secret,
+            encryption_key=enc,
+            cookie_secure=_bool("COOKIE_SECURE", True),
+            default_locale=_env("LOCALE", "zh_CN") or "zh_CN",
+            tax_gateway=_env("TAX_GATEWAY", "sandbox") or "sandbox",
+            tax_gateway_url=_env("TAX_GATEWAY_URL", "http://127.0.0.1:8765") or "",
+            mail_url=_env("MAIL_URL"),
+            extra=extra,
+        )
