@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -15,17 +16,58 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
     app.config.update(
         SECRET_KEY=settings.secret_key,
         KAIPIAO=settings,
+        DATABASE_URL=settings.database_url,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=settings.cookie_secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=32 * 1024 * 1024,
+        JSON_AS_ASCII=False,
     )
     if test_config:
         app.config.update(test_config)
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     from app import crypto, db
 
     crypto.configure(settings.encryption_key)
-    db.configure(app.config.get("DATABASE_URL", settings.database_url))
+    db.configure(app.config["DATABASE_URL"])
 
     @app.teardown_appcontext
     def _remove_session(_exc: BaseException | None) -> None:
         db.session.remove()
 
+    from flask_wtf.csrf import CSRFProtect
+
+    csrf = CSRFProtect(app)
+    app.extensions["kaipiao_csrf"] = csrf
+
+    from app import auth, i18n, web
+    from app.auth.views import bp as auth_bp
+
+    i18n.init_app(app)
+    auth.init_app(app)
+    app.register_blueprint(auth_bp)
+    web.init_app(app)
+
+    # Feature packages register their blueprints / admin views here.
+    for name in ("app.api", "app.web.pages", "app.admin"):
+        _init_optional(app, name)
     return app
+
+
+def _init_optional(app: Flask, name: str) -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return
+    init = getattr(module, "init_app", None)
+    if init is not None:
+        init(app)

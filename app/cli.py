@@ -16,7 +16,7 @@ import click
 from flask.cli import FlaskGroup
 
 COMMAND_MODULES = (
-    "app.commands",  # db, users, seed, run (demo), bench
+    "app.commands",  # db, users, seed, run (demo)
     "app.engine.cli",  # preview, tax codes
     "app.rules.cli",  # rules validate / publish / dry-run
     "app.integrations.tax.cli",  # sandbox-tax

@@ -1,0 +1,120 @@
+"""Login and roles. Every endpoint declares who may use it; anything unsaid is denied.
+
+- ``@roles_required("operations", ...)`` on a view (admin may do everything).
+- ``@public`` for the few endpoints anyone may call (login page, health, buyer H5 pages).
+- A ``before_request`` hook refuses any endpoint that declares neither.
+- Flask-Admin views inherit ``app.admin.base.SecureView`` whose ``roles`` default to none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Flask, abort, g, jsonify, request
+from flask_login import LoginManager, current_user
+
+from app import db
+from app.models.user import ROLES, User
+
+F = TypeVar("F", bound=Callable[..., Any])
+PUBLIC = ("*public*",)
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.session_protection = "strong"
+
+
+def roles_required(*roles: str) -> Callable[[F], F]:
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}")
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return view(*args, **kwargs)
+
+        wrapper._kaipiao_roles = tuple(roles)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def public(view: F) -> F:
+    view._kaipiao_roles = PUBLIC  # type: ignore[attr-defined]
+    return view
+
+
+def user_may(user: Any, roles: tuple[str, ...]) -> bool:
+    if roles == PUBLIC:
+        return True
+    if not getattr(user, "is_authenticated", False):
+        return False
+    return user.has_role("admin", *roles)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_api_token(user: User) -> str:
+    token = "kp_" + secrets.token_urlsafe(32)
+    user.api_token_hash = hash_token(token)
+    return token
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def _deny(status: int) -> Any:
+    if _wants_json():
+        code = "unauthenticated" if status == 401 else "forbidden"
+        message = "log in or send an API token" if status == 401 else "your roles do not allow this"
+        return jsonify({"errors": [{"path": request.path, "code": code, "message": message}]}), status
+    if status == 401:
+        return login_manager.unauthorized()
+    abort(status)
+
+
+def init_app(app: Flask) -> None:
+    login_manager.init_app(app)
+    admin_blueprints: set[str] = app.extensions.setdefault("kaipiao_admin_blueprints", set())
+
+    @login_manager.user_loader
+    def _load(user_id: str) -> User | None:
+        user = db.session.get(User, int(user_id))
+        return user if user and user.active else None
+
+    @login_manager.request_loader
+    def _load_from_token(req) -> User | None:
+        header = req.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return None
+        user = db.session.query(User).filter_by(api_token_hash=hash_token(header[7:].strip())).one_or_none()
+        if user and user.active:
+            g.kaipiao_token_auth = True
+            return user
+        return None
+
+    @app.before_request
+    def _enforce_roles() -> Any:
+        endpoint = request.endpoint
+        if endpoint is None or endpoint == "static":
+            return None  # 404s and static files
+        if request.blueprint in admin_blueprints:
+            return None  # Flask-Admin views guard themselves (SecureView.is_accessible)
+        view = app.view_functions.get(endpoint)
+        roles = getattr(view, "_kaipiao_roles", None)
+        if roles is None:
+            return _deny(403)  # nobody said who may use it
+        if roles == PUBLIC:
+            return None
+        if not current_user.is_authenticated:
+            return _deny(401)
+        if not user_may(current_user, roles):
+            return _deny(403)
+        return None

@@ -25,6 +25,8 @@ class User(Base):
     # The merchant role sees only its own merchant's shops.
     merchant_id: Mapped[int | None] = mapped_column(ForeignKey("merchant.id"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # SHA-256 of the user's API token (Authorization: Bearer ...); the token itself is shown once.
+    api_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     locale: Mapped[str | None] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,55 @@
+"""Login and logout pages."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from app import db
+from app.auth import public
+from app.models.user import User
+from app.types import utcnow
+
+bp = Blueprint("auth", __name__)
+
+
+class LoginForm(FlaskForm):
+    username = StringField(_l("Username"), validators=[DataRequired(), Length(max=80)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=200)])
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site relative paths: no open redirect.
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("web.home")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = db.session.query(User).filter_by(username=form.username.data.strip()).one_or_none()
+        if user and user.active and user.check_password(form.password.data):
+            login_user(user)
+            user.last_login_at = utcnow()
+            db.session.commit()
+            return redirect(_safe_next(request.args.get("next")))
+        flash(_("Wrong username or password."), "error")
+    return render_template("auth/login.html", form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+@public
+def logout():
+    if current_user.is_authenticated:
+        logout_user()
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,130 @@
+"""Core commands: database, users, demo data, the demo (`kaipiao run`) and benchmarks."""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from app import db
+from app.models import User
+from app.models.user import ROLES
+
+
+def _settings():
+    return current_app.config["KAIPIAO"]
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema (Alembic migrations are the only way it is made)."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    from app.migrate import upgrade
+
+    upgrade(current_app.config["DATABASE_URL"], revision)
+    click.echo(f"database at {revision}: {_redacted(current_app.config['DATABASE_URL'])}")
+
+
+@db_group.command("downgrade")
+@click.option("--revision", default="-1")
+@with_appcontext
+def db_downgrade(revision: str) -> None:
+    from app.migrate import downgrade
+
+    downgrade(current_app.config["DATABASE_URL"], revision)
+
+
+@db_group.command("current")
+@with_appcontext
+def db_current() -> None:
+    from app.migrate import current
+
+    click.echo(current(current_app.config["DATABASE_URL"]) or "(empty)")
+
+
+@click.group("users")
+def users_group() -> None:
+    """Create users and API tokens."""
+
+
+@users_group.command("create")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True, required=True, type=click.Choice(ROLES))
+@click.option("--password", envvar="KAIPIAO_NEW_USER_PASSWORD", help="or KAIPIAO_NEW_USER_PASSWORD; prompted if absent")
+@click.option("--merchant-id", type=int, help="required for the merchant role")
+@with_appcontext
+def users_create(username: str, roles: tuple[str, ...], password: str | None, merchant_id: int | None) -> None:
+    if "merchant" in roles and not merchant_id:
+        raise click.UsageError("the merchant role needs --merchant-id (it sees only its own shops)")
+    if db.session.query(User).filter_by(username=username).one_or_none():
+        raise click.ClickException(f"user {username!r} exists")
+    if not password:
+        password = getpass.getpass("password: ")
+    user = User(username=username, roles=list(roles), merchant_id=merchant_id)
+    try:
+        user.set_password(password)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"created {username} ({', '.join(roles)})")
+
+
+@users_group.command("token")
+@click.argument("username")
+@with_appcontext
+def users_token(username: str) -> None:
+    """Issue a new API token (the old one stops working); shown once."""
+    from app.auth import issue_api_token
+
+    user = db.session.query(User).filter_by(username=username).one_or_none()
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    token = issue_api_token(user)
+    db.session.commit()
+    click.echo(token)
+
+
+@click.command("seed")
+@with_appcontext
+def seed() -> None:
+    """Load the demo merchant, shops and one login per role (idempotent)."""
+    from app.seed import seed_demo
+
+    seed_demo(db.session)
+    db.session.commit()
+    click.echo("demo data loaded")
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=5000, type=int)
+@click.option("--workers", default=1, type=int, help="RQ worker processes to start")
+@click.option("--no-demo", is_flag=True, help="do not load demo data or generate orders")
+@with_appcontext
+def run(host: str, port: int, workers: int, no_demo: bool) -> None:
+    """Run Kaipiao: migrate, (demo data), web app + workers (+ sandbox tax service)."""
+    from app import demo
+
+    demo.run(current_app._get_current_object(), host=host, port=port, workers=workers, demo=not no_demo)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(db_group)
+    group.add_command(users_group)
+    group.add_command(seed)
+    group.add_command(run)
+

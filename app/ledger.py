@@ -1,0 +1,119 @@
+"""The tamper-evident invoice event log.
+
+``record`` appends an event inside the caller's transaction (no hash yet, so concurrent
+workers never contend for the chain head). ``seal`` — run by one writer at a time —
+links unsealed events into the chain in id order: ``hash = sha256(prev_hash + canonical
+event)``. ``verify`` recomputes the whole chain; any edit that slipped past the database
+guards breaks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from app.models.event_log import InvoiceEvent
+
+GENESIS = "0" * 64
+
+
+def record(
+    session: Session,
+    kind: str,
+    *,
+    order_pk: int | None = None,
+    request_id: int | None = None,
+    invoice_id: int | None = None,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    actor: str = "system",
+    data: dict[str, Any] | None = None,
+) -> InvoiceEvent:
+    event = InvoiceEvent(
+        kind=kind,
+        order_pk=order_pk,
+        request_id=request_id,
+        invoice_id=invoice_id,
+        from_state=from_state,
+        to_state=to_state,
+        actor=actor,
+        data=data or {},
+    )
+    session.add(event)
+    return event
+
+
+def _canonical(event: InvoiceEvent) -> bytes:
+    occurred: datetime = event.occurred_at
+    payload = {
+        "id": event.id,
+        "occurred_at": occurred.isoformat(timespec="microseconds"),
+        "order_pk": event.order_pk,
+        "request_id": event.request_id,
+        "invoice_id": event.invoice_id,
+        "kind": event.kind,
+        "from_state": event.from_state,
+        "to_state": event.to_state,
+        "actor": event.actor,
+        "data": event.data,
+        "chain_seq": event.chain_seq,
+    }
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+def event_hash(prev_hash: str, event: InvoiceEvent) -> str:
+    return hashlib.sha256(prev_hash.encode() + _canonical(event)).hexdigest()
+
+
+def _lock_chain(session: Session) -> None:
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        # One sealer at a time across hosts; released at commit.
+        session.execute(text("SELECT pg_advisory_xact_lock(7411001)"))
+
+
+def seal(session: Session, limit: int = 5000) -> int:
+    """Chain up to ``limit`` unsealed events; returns how many were sealed. Commit after."""
+    _lock_chain(session)
+    head = session.execute(
+        select(InvoiceEvent.chain_seq, InvoiceEvent.hash)
+        .where(InvoiceEvent.chain_seq.is_not(None))
+        .order_by(InvoiceEvent.chain_seq.desc())
+        .limit(1)
+    ).first()
+    seq, prev = (head[0], head[1]) if head else (0, GENESIS)
+    pending = session.scalars(
+        select(InvoiceEvent).where(InvoiceEvent.hash.is_(None)).order_by(InvoiceEvent.id).limit(limit)
+    ).all()
+    for event in pending:
+        seq += 1
+        event.chain_seq = seq
+        event.prev_hash = prev
+        event.hash = event_hash(prev, event)
+        prev = event.hash
+    session.flush()
+    return len(pending)
+
+
+def verify(session: Session) -> tuple[bool, str]:
+    """Recompute the chain. Returns (ok, message naming the first broken link)."""
+    prev = GENESIS
+    expected_seq = 0
+    count = 0
+    for event in session.scalars(
+        select(InvoiceEvent).where(InvoiceEvent.chain_seq.is_not(None)).order_by(InvoiceEvent.chain_seq)
+    ).yield_per(1000):
+        expected_seq += 1
+        if event.chain_seq != expected_seq:
+            return False, f"gap in the chain before event {event.id} (seq {event.chain_seq}, expected {expected_seq})"
+        if event.prev_hash != prev or event_hash(prev, event) != event.hash:
+            return False, f"event {event.id} (seq {event.chain_seq}) does not match its hash"
+        prev = event.hash
+        count += 1
+    unsealed = session.scalar(select(func.count()).select_from(InvoiceEvent).where(InvoiceEvent.hash.is_(None)))
+    return True, f"{count} events verified, {unsealed} awaiting sealing"

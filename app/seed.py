@@ -1,0 +1,76 @@
+"""Demo data: a merchant with two seller entities, shops on four platforms, one login per role.
+
+Idempotent: running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from app.models import Merchant, SellerEntity, Shop, User
+from app.models.user import ROLES
+
+DEMO_MERCHANT = "杭州青禾电子商务有限公司"
+DEMO_SHOPS = (
+    ("tmall", "demo-tmall", "青禾天猫旗舰店"),
+    ("jd", "demo-jd", "青禾京东自营店"),
+    ("pdd", "demo-pdd", "青禾拼多多店"),
+    ("douyin", "demo-douyin", "青禾抖音小店"),
+    ("offline", "demo-offline", "青禾线下门店"),
+)
+# Demo credentials are printed by the demo; production creates users with `kaipiao users create`.
+DEMO_PASSWORD_SUFFIX = "-demo-2026"
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    role: str
+    username: str
+    password: str
+
+
+def demo_logins() -> list[DemoLogin]:
+    return [DemoLogin(role, f"demo_{role}", f"{role}{DEMO_PASSWORD_SUFFIX}") for role in ROLES]
+
+
+def seed_demo(session: Session) -> Merchant:
+    merchant = session.query(Merchant).filter_by(name=DEMO_MERCHANT).one_or_none()
+    if merchant is None:
+        merchant = Merchant(name=DEMO_MERCHANT)
+        session.add(merchant)
+        session.flush()
+    main = _seller(session, merchant, "main", DEMO_MERCHANT, "91110000600037341L", default=True,
+                   address="杭州市西湖区文三路 1 号", phone="0571-88888888", province="33")
+    _seller(session, merchant, "books", "杭州青禾图书有限公司", "91330106MA2B3C4D5E", default=False,
+            address="杭州市拱墅区 2 号", phone="0571-66666666", province="33")
+    for platform, code, name in DEMO_SHOPS:
+        shop = session.query(Shop).filter_by(platform=platform, shop_code=code).one_or_none()
+        if shop is None:
+            session.add(Shop(
+                merchant_id=merchant.id, seller_entity_id=main.id, platform=platform, shop_code=code,
+                name=name, options={"discount_mode": "discount_line", "gift_mode": "discount_line"},
+                credentials=json.dumps({"app_key": f"sandbox-{platform}", "app_secret": f"sandbox-secret-{platform}"}),
+            ))
+    for login in demo_logins():
+        user = session.query(User).filter_by(username=login.username).one_or_none()
+        if user is None:
+            user = User(username=login.username, display_name=f"Demo {login.role}", roles=[login.role],
+                        merchant_id=merchant.id if login.role == "merchant" else None)
+            user.set_password(login.password)
+            session.add(user)
+    session.flush()
+    return merchant
+
+
+def _seller(session: Session, merchant: Merchant, code: str, name: str, tax_id: str, *, default: bool,
+            address: str, phone: str, province: str) -> SellerEntity:
+    seller = session.query(SellerEntity).filter_by(merchant_id=merchant.id, code=code).one_or_none()
+    if seller is None:
+        seller = SellerEntity(merchant_id=merchant.id, code=code, name=name, tax_id=tax_id, is_default=default,
+                              address=address, phone=phone, province_code=province)
+        session.add(seller)
+        session.flush()
+    return seller

