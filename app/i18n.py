@@ -7,7 +7,7 @@ is the user's choice, else ``?lang=``, else the browser's, else zh_CN.
 from __future__ import annotations
 
 from flask import Flask, request, session
-from flask_babel import Babel
+from flask_babel import Babel, get_locale
 from flask_login import current_user
 
 LOCALES = ("zh_CN", "en")
@@ -32,3 +32,4 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_LOCALE", "zh_CN")
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
     babel.init_app(app, locale_selector=select_locale)
+    app.jinja_env.globals["get_locale"] = get_locale

@@ -136,9 +136,12 @@ def redis_url(_embedded_redis: str) -> str:
 def app(settings: Settings, db_session):
     from app import create_app
 
-    application = create_app({"TESTING": True, "DATABASE_URL": settings.database_url}, settings=settings)
-    with application.app_context():
-        yield application
+    application = create_app(
+        {"TESTING": True, "DATABASE_URL": settings.database_url, "WTF_CSRF_ENABLED": False}, settings=settings
+    )
+    # No app context is pushed here: Flask would reuse it (and its ``g``, where Flask-Login
+    # caches the user) across test-client requests, hiding per-request behaviour.
+    yield application
 
 
 @pytest.fixture
@@ -157,11 +160,11 @@ def login(client, db_session):
     from tests.factories import gen_user
 
     def _login(*roles: str, merchant_id: int | None = None, username: str | None = None):
-        user = gen_user(db_session, *roles, merchant_id=merchant_id, username=username)
+        user = gen_user(db_session, *roles, merchant_id=merchant_id, username=username,
+                        password="correct-horse-battery")
         db_session.commit()
-        with client.session_transaction() as sess:
-            sess["_user_id"] = str(user.id)
-            sess["_fresh"] = True
+        response = client.post("/login", data={"username": user.username, "password": "correct-horse-battery"})
+        assert response.status_code == 302, response.text
         return user
 
     return _login
