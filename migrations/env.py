@@ -27,7 +27,6 @@ def _render_item(type_, obj, autogen_context):
 
     if type_ == "type" and isinstance(obj, TypeDecorator):
         impl = obj.impl_instance if hasattr(obj, "impl_instance") else obj.impl
-        autogen_context.imports.add("import sqlalchemy as sa")
         return f"sa.{impl!r}"
     return False
 

@@ -2,6 +2,7 @@
 
 from app.models.audit import AdminAuditLog
 from app.models.event_log import InvoiceEvent
+from app.models.gateway import GatewayStatus
 from app.models.invoice import Invoice, InvoiceLine
 from app.models.invoice_request import InvoiceRequest
 from app.models.job import JobFailure, OutboxMessage
@@ -14,6 +15,7 @@ from app.models.user import ROLES, User
 __all__ = [
     "ROLES",
     "AdminAuditLog",
+    "GatewayStatus",
     "Invoice",
     "InvoiceEvent",
     "InvoiceLine",

@@ -47,6 +47,10 @@ class Invoice(Base):
     provider: Mapped[str | None] = mapped_column(String(20))
     provider_ref: Mapped[str | None] = mapped_column(String(64))
     failure_reason: Mapped[str | None] = mapped_column(String(500))
+    # Retries of transient gateway failures are business state, not RQ state: they
+    # survive a Redis flush and are picked up by the periodic tick.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     pdf_path: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

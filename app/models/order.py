@@ -35,6 +35,7 @@ class Order(Base):
     # an older version never overwrites a newer one.
     source_version: Mapped[str | None] = mapped_column(String(40))
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    document_hash: Mapped[str] = mapped_column(String(64), server_default="")
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -1,0 +1,123 @@
+"""The explicit state machines of invoice requests and invoices.
+
+Every transition is a guarded UPDATE (``WHERE status IN (allowed sources)``): from the
+wrong state it changes nothing and raises ``InvalidTransition``. Each successful
+transition appends an event to the invoice log in the same transaction.
+
+Invoice request (one per order):
+
+    received ─► deciding ─┬─► waiting ──► deciding           (trigger or time reached)
+                          ├─► held ─────► deciding | skipped (a person resolves it)
+                          ├─► skipped
+                          └─► issuing ──► issued ─► delivering ─► delivered
+                                     └──► failed ──► deciding (a person retries)
+    issued / delivered ─► reversing ─► reversed  (red-letter, after-sales)
+
+Invoice (one per split part of an order):
+
+    ready ─► issuing ─┬─► pending ─► issued ─► delivering ─► delivered
+      ▲               ├─► unknown ─► (query) pending | issued | failed | ready
+      └── (transient, backoff) ┘    └─► failed
+    issued ─► red_pending ─► reversed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app import ledger
+from app.errors import InvalidTransition, Problem
+from app.models import Invoice, InvoiceRequest
+from app.types import utcnow
+
+REQUEST_TRANSITIONS: dict[str, set[str]] = {
+    "received": {"deciding", "skipped"},
+    "deciding": {"waiting", "held", "skipped", "issuing", "failed"},
+    "waiting": {"deciding", "skipped"},
+    "held": {"deciding", "skipped"},
+    "skipped": {"deciding"},
+    "issuing": {"issued", "failed", "held"},
+    "failed": {"deciding", "skipped"},
+    "issued": {"delivering", "reversing"},
+    "delivering": {"delivered", "issued"},
+    "delivered": {"reversing"},
+    "reversing": {"reversed", "issued"},
+    "reversed": {"deciding"},
+}
+
+INVOICE_TRANSITIONS: dict[str, set[str]] = {
+    "ready": {"issuing", "failed", "cancelled"},
+    "issuing": {"pending", "issued", "unknown", "failed", "ready"},
+    "pending": {"issued", "failed", "unknown", "pending"},
+    "unknown": {"pending", "issued", "failed", "ready"},
+    "issued": {"delivering", "red_pending"},
+    "delivering": {"delivered", "issued"},
+    "delivered": {"red_pending"},
+    "red_pending": {"reversed", "issued"},
+    "failed": {"ready", "cancelled"},
+    "reversed": set(),
+    "cancelled": set(),
+}
+
+REQUEST_STATES = frozenset(REQUEST_TRANSITIONS)
+INVOICE_STATES = frozenset(INVOICE_TRANSITIONS)
+
+
+def sources_of(table: dict[str, set[str]], target: str) -> list[str]:
+    return sorted(state for state, targets in table.items() if target in targets)
+
+
+def _guarded(session: Session, model: type, table: dict[str, set[str]], obj_id: int, to: str,
+             expect: str | None, values: dict[str, Any]) -> str:
+    if to not in table:
+        raise ValueError(f"unknown state {to!r} for {model.__tablename__}")
+    allowed = sources_of(table, to)
+    if expect is not None:
+        if expect not in allowed:
+            raise InvalidTransition(Problem("status", "invalid_transition", f"{expect} → {to} is not a transition"))
+        allowed = [expect]
+    current = session.query(model.status).filter(model.id == obj_id).scalar()
+    result = session.execute(
+        update(model)
+        .where(model.id == obj_id, model.status.in_(allowed))
+        .values(status=to, state_version=model.state_version + 1, updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise InvalidTransition(Problem(
+            "status", "invalid_transition",
+            f"{model.__tablename__} {obj_id}: cannot go to {to} from {current or 'missing'}",
+        ))
+    return current
+
+
+def move_request(session: Session, request: InvoiceRequest | int, to: str, *, expect: str | None = None,
+                 actor: str = "system", reason: str | None = None, data: dict[str, Any] | None = None,
+                 **values: Any) -> None:
+    """Transition an invoice request; ``values`` are other columns set in the same UPDATE."""
+    request_id = request if isinstance(request, int) else request.id
+    if reason is not None:
+        values["status_reason"] = reason[:500]
+    previous = _guarded(session, InvoiceRequest, REQUEST_TRANSITIONS, request_id, to, expect, values)
+    order_pk = session.query(InvoiceRequest.order_pk).filter(InvoiceRequest.id == request_id).scalar()
+    ledger.record(session, "request_transition", order_pk=order_pk, request_id=request_id,
+                  from_state=previous, to_state=to, actor=actor,
+                  data={**(data or {}), **({"reason": reason} if reason else {})})
+    if not isinstance(request, int):
+        session.expire(request)
+
+
+def move_invoice(session: Session, invoice: Invoice | int, to: str, *, expect: str | None = None,
+                 actor: str = "system", reason: str | None = None, data: dict[str, Any] | None = None,
+                 **values: Any) -> None:
+    invoice_id = invoice if isinstance(invoice, int) else invoice.id
+    previous = _guarded(session, Invoice, INVOICE_TRANSITIONS, invoice_id, to, expect, values)
+    row = session.query(Invoice.order_pk, Invoice.request_id).filter(Invoice.id == invoice_id).one()
+    ledger.record(session, "invoice_transition", order_pk=row.order_pk, request_id=row.request_id,
+                  invoice_id=invoice_id, from_state=previous, to_state=to, actor=actor,
+                  data={**(data or {}), **({"reason": reason} if reason else {})})
+    if not isinstance(invoice, int):
+        session.expire(invoice)
