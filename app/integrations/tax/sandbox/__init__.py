@@ -1,0 +1,20 @@
+"""The sandbox tax service: a fake provider with its own SQLite store (see ``app.py``)."""
+
+from app.integrations.tax.sandbox.app import create_sandbox_app
+from app.integrations.tax.sandbox.runner import (
+    SandboxProcess,
+    make_sandbox_server,
+    run_sandbox_in_thread,
+    start_sandbox_subprocess,
+)
+from app.integrations.tax.sandbox.service import SandboxConfig, SandboxService
+
+__all__ = [
+    "SandboxConfig",
+    "SandboxProcess",
+    "SandboxService",
+    "create_sandbox_app",
+    "make_sandbox_server",
+    "run_sandbox_in_thread",
+    "start_sandbox_subprocess",
+]

@@ -1,0 +1,791 @@
+"""The sandbox provider's behaviour, independent of the wire format.
+
+Requests arrive as canonical dicts (the shapes of ``IssueRequest.to_dict()`` and friends); the
+native and Nuonuo wires translate into them. Rules enforced are the ones real providers enforce
+(apis.md §7, fapiao.md §1.2, §5.2, §6.2, §7, §8). Issuance is asynchronous: a request is
+accepted as ``pending`` and becomes ``issued`` once its delay has passed; the transition happens
+lazily on the next read, inside a write transaction, so it needs no background thread and
+survives restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sqlite3
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from app.integrations.tax import base
+from app.integrations.tax.base import IssueLine, IssueRequest, LineKind, RedLine, RedReason
+from app.integrations.tax.sandbox import faults as faults_mod
+from app.integrations.tax.sandbox.store import Store, bump, kv_get, kv_set
+
+TZ_CN = timezone(timedelta(hours=8))
+# GB/T 2260 province-level prefixes (计划单列市 codes are unpublished: fapiao.md §3.1).
+PROVINCES = frozenset(
+    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 "
+    "71 81 82".split()
+)
+TAX_TOLERANCE = Decimal("0.06")  # per line |amount×rate − tax| (fapiao.md §5.2)
+INVOICE_TAX_TOLERANCE = Decimal("1.27")  # Σ(amount×rate − tax) per invoice
+MAX_LINES = 2000
+MAX_REMARK = 200  # 数电票 remark
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    http_status: int
+    nuonuo_code: str
+    permanent: bool
+
+
+# Native code -> HTTP status and the Nuonuo code the nuonuo wire answers with. Nuonuo codes from
+# apis.md §7.2 where documented; E9160, E917x, E9429, E9701, E9997-E9999 are this sandbox's own
+# choices (the sources give no code for them) and the Nuonuo adapter maps them explicitly.
+ERRORS: dict[str, ErrorSpec] = {
+    "MALFORMED": ErrorSpec(400, "E4000", True),
+    "BAD_SIGNATURE": ErrorSpec(401, "E9997", True),
+    "STALE_TIMESTAMP": ErrorSpec(401, "E9997", True),
+    "REPLAYED_NONCE": ErrorSpec(401, "E9997", True),
+    "TOKEN_INVALID": ErrorSpec(401, "E9998", False),
+    "LOGIN_EXPIRED": ErrorSpec(403, "E9701", False),
+    "NOT_FOUND": ErrorSpec(404, "E4000", True),
+    "DUPLICATE_SERIAL": ErrorSpec(409, "E9106", True),
+    "NOT_CANCELLABLE": ErrorSpec(409, "E4000", True),
+    "TAX_TOLERANCE": ErrorSpec(422, "E9131", True),
+    "AMOUNT_MISMATCH": ErrorSpec(422, "E9130", True),
+    "AMOUNTS_REQUIRED": ErrorSpec(422, "E9123", True),
+    "DISCOUNT_ADJACENCY": ErrorSpec(422, "E9105", True),
+    "DISCOUNT_MISMATCH": ErrorSpec(422, "E9108", True),
+    "DISCOUNT_SIGN": ErrorSpec(422, "E9110", True),
+    "DISCOUNT_TOO_LARGE": ErrorSpec(422, "E9111", True),
+    "TAX_CODE_MISSING": ErrorSpec(422, "E9121", True),
+    "TAX_CODE": ErrorSpec(422, "E9138", True),
+    "INVOICE_TYPE": ErrorSpec(422, "E9101", True),
+    "SPECIAL_BUYER": ErrorSpec(422, "E4000", True),
+    "TOO_MANY_LINES": ErrorSpec(422, "E4000", True),
+    "REMARK_TOO_LONG": ErrorSpec(422, "E4000", True),
+    "SELLER_MISMATCH": ErrorSpec(422, "E9302", True),
+    "CREDIT_EXCEEDED": ErrorSpec(422, "E9160", True),
+    "RED_CONFIRM_REQUIRED": ErrorSpec(422, "E9170", True),
+    "RED_EXCEEDS_BLUE": ErrorSpec(422, "E9171", True),
+    "RED_LINE_INVALID": ErrorSpec(422, "E9172", True),
+    "RED_NOT_ALLOWED": ErrorSpec(422, "E9173", True),
+    "RATE_LIMITED": ErrorSpec(429, "E9429", False),
+    "INTERNAL": ErrorSpec(503, "E9999", False),
+}
+
+
+class ProviderError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.spec = ERRORS[code]
+
+
+@dataclass
+class SandboxConfig:
+    db_path: str
+    wire: str = "native"  # native | nuonuo
+    app_key: str = "sandbox-app"  # a fake provider's well-known test credentials
+    app_secret: str = "sandbox-secret"
+    seller_tax_id: str | None = None  # Nuonuo userTax the app may act for; None = any
+    latency_ms: int = 0
+    fail_rate: float = 0.0
+    issue_delay_ms: int = 0
+    confirm_delay_ms: int | None = None
+    timeout_sleep_ms: int = 2000
+    credit_limit: Decimal = Decimal("10000000.00")
+    timestamp_window_s: int = 300
+    channel_digit: str = "3"
+    fallback_province: str = "33"
+    token_ttl_s: int = 86400
+    unknown_tax_codes: tuple[str, ...] = field(default_factory=tuple)
+    seed: int | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SandboxConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown sandbox settings: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        if "credit_limit" in values:
+            values["credit_limit"] = base.money(values["credit_limit"])
+        if "db_path" in values:
+            values["db_path"] = str(values["db_path"])
+        if "unknown_tax_codes" in values:
+            values["unknown_tax_codes"] = tuple(values["unknown_tax_codes"])
+        if values.get("wire", "native") not in ("native", "nuonuo"):
+            raise ValueError("wire must be native or nuonuo")
+        return cls(**values)
+
+
+def to_fen(value: Decimal) -> int:
+    return int((value * 100).to_integral_value())
+
+
+def from_fen(fen: int) -> Decimal:
+    return (Decimal(fen) / 100).quantize(base.CENT)
+
+
+def province_of(tax_id: str, fallback: str) -> str:
+    """Province digits of the seller: USCC chars 3–4 (registration division) or, for legacy
+    15/18-digit ids, the first two digits."""
+    if len(tax_id) == 18 and tax_id[2:4] in PROVINCES:
+        return tax_id[2:4]
+    if tax_id[:2] in PROVINCES:
+        return tax_id[:2]
+    return fallback
+
+
+def iso_cn(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, TZ_CN).isoformat(timespec="seconds")
+
+
+def canonical_hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ validation rules
+
+
+def parse_issue(payload: Mapping[str, Any]) -> IssueRequest:
+    try:
+        request = IssueRequest(
+            serial_no=str(payload["serial_no"]),
+            kind=base.InvoiceKind(payload.get("kind", "normal")),
+            buyer=base.Party.from_dict(payload["buyer"]),
+            seller=base.Party.from_dict(payload["seller"]),
+            lines=tuple(IssueLine.from_dict(line) for line in payload["lines"]),
+            remark=str(payload.get("remark") or ""),
+        )
+    except ProviderError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProviderError("MALFORMED", f"请求数据格式错误: {exc}") from exc
+    if not request.serial_no or len(request.serial_no) > 64:
+        raise ProviderError("MALFORMED", "serial_no must be 1..64 characters")
+    if not request.seller.tax_id:
+        raise ProviderError("MALFORMED", "销方税号不能为空")
+    if not request.lines:
+        raise ProviderError("MALFORMED", "发票明细不能为空")
+    return request
+
+
+def check_tax_code(code: str, where: str, unknown: tuple[str, ...]) -> None:
+    if not code:
+        raise ProviderError("TAX_CODE_MISSING", f"{where}: 商品编码不能为空")
+    if len(code) != 19 or not code.isdigit():
+        raise ProviderError("TAX_CODE", f"{where}: 商品编码必须是19位数字: {code}")
+    # Top-level 税收分类 categories are 1–6 (goods, services, ..., 不征税); anything else is unknown.
+    if code[0] not in "123456" or code in unknown:
+        raise ProviderError("TAX_CODE", f"{where}: 商品编码不存在: {code}")
+
+
+def line_tax_residual(amount: Decimal, rate: Decimal, tax: Decimal) -> Decimal:
+    return amount * rate - tax
+
+
+def validate_blue(request: IssueRequest, config: SandboxConfig) -> None:
+    """Provider-side checks of a blue invoice, in the order a provider reports them."""
+    if len(request.lines) > MAX_LINES:
+        raise ProviderError("TOO_MANY_LINES", f"明细行数{len(request.lines)}超过{MAX_LINES}行(含折扣行)")
+    if len(request.remark) > MAX_REMARK:
+        raise ProviderError("REMARK_TOO_LONG", f"备注长度{len(request.remark)}超过{MAX_REMARK}字符")
+    if request.kind == base.InvoiceKind.SPECIAL:
+        # No 专票 to consumers (增值税暂行条例 第二十一条); 专票 needs the buyer tax id.
+        if request.buyer.title_type == "personal" or request.buyer.natural_person:
+            raise ProviderError("SPECIAL_BUYER", "购买方为自然人/个人的, 不得开具增值税专用发票")
+        if not request.buyer.tax_id:
+            raise ProviderError("SPECIAL_BUYER", "数电专票购方税号必填")
+    invoice_residual = Decimal("0")
+    lines = request.lines
+    for index, line in enumerate(lines):
+        where = f"第{index + 1}行"
+        check_tax_code(line.tax_code, where, config.unknown_tax_codes)
+        if line.amount + line.tax != line.gross:
+            raise ProviderError("AMOUNT_MISMATCH", f"{where}: 不含税金额+税额≠含税金额")
+        residual = line_tax_residual(line.amount, line.tax_rate, line.tax)
+        if abs(residual) > TAX_TOLERANCE:
+            raise ProviderError("TAX_TOLERANCE", f"{where}: 金额×税率−税额={residual:.4f}, 误差超过0.06")
+        invoice_residual += residual
+        if line.kind == LineKind.DISCOUNT:
+            previous = lines[index - 1] if index > 0 else None
+            if previous is None or previous.kind != LineKind.DISCOUNTED:
+                raise ProviderError("DISCOUNT_ADJACENCY", f"{where}: 折扣行必须紧邻被折扣行之后")
+            if (line.name, line.tax_code, line.tax_rate) != (previous.name, previous.tax_code,
+                                                             previous.tax_rate):
+                raise ProviderError("DISCOUNT_MISMATCH", f"{where}: 折扣行商品名称、编码、税率须与被折扣行一致")
+            if line.gross >= 0 or line.amount > 0:
+                raise ProviderError("DISCOUNT_SIGN", f"{where}: 折扣行金额必须为负数")
+            if -line.gross > previous.gross:
+                raise ProviderError("DISCOUNT_TOO_LARGE", f"{where}: 折扣金额不能大于被折扣行金额")
+        elif line.kind == LineKind.DISCOUNTED:
+            following = lines[index + 1] if index + 1 < len(lines) else None
+            if following is None or following.kind != LineKind.DISCOUNT:
+                raise ProviderError("DISCOUNT_ADJACENCY", f"{where}: 被折扣行之后必须紧跟折扣行")
+        elif line.gross < 0 or line.amount < 0:
+            raise ProviderError("DISCOUNT_SIGN", f"{where}: 正常行金额不能为负数")
+    if abs(invoice_residual) > INVOICE_TAX_TOLERANCE:
+        raise ProviderError("TAX_TOLERANCE", f"整张发票税额累计误差{invoice_residual:.4f}超过1.27")
+
+
+def full_red_lines(blue_lines: list[dict[str, Any]]) -> list[RedLine]:
+    """The red lines reversing a whole blue invoice: discounted pairs are netted into one normal
+    line (红票只有正常行), quantities negated."""
+    parsed = [IssueLine.from_dict(line) for line in blue_lines]
+    out: list[RedLine] = []
+    index = 0
+    while index < len(parsed):
+        line = parsed[index]
+        amount, tax = line.amount, line.tax
+        if line.kind == LineKind.DISCOUNTED and index + 1 < len(parsed):
+            amount += parsed[index + 1].amount
+            tax += parsed[index + 1].tax
+            index += 1
+        out.append(RedLine(
+            blue_seq=line.seq, name=line.name, tax_code=line.tax_code, tax_rate=line.tax_rate,
+            amount=-amount, tax=-tax,
+            quantity=-line.quantity if line.quantity is not None else None,
+        ))
+        index += 1
+    return out
+
+
+def parse_red_lines(raw: Any) -> list[RedLine] | None:
+    if raw is None:
+        return None
+    try:
+        lines = [RedLine.from_dict(line) for line in raw]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProviderError("MALFORMED", f"红字明细格式错误: {exc}") from exc
+    if not lines:
+        raise ProviderError("MALFORMED", "红字明细不能为空 (全额冲红请不传明细)")
+    return lines
+
+
+def red_lines_json(lines: list[RedLine]) -> list[dict[str, Any]]:
+    return [line.to_dict() for line in lines]
+
+
+# ------------------------------------------------------------------------------------- service
+
+
+class SandboxService:
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.store = Store(config.db_path)
+        self.rng = random.Random(config.seed)
+        with self.store.tx() as conn:
+            previous = kv_get(conn, faults_mod.KEY)
+            defaults = faults_mod.default_faults(
+                latency_ms=config.latency_ms, fail_rate=config.fail_rate,
+                issue_delay_ms=config.issue_delay_ms, confirm_delay_ms=config.confirm_delay_ms,
+                timeout_sleep_ms=config.timeout_sleep_ms)
+            # A restart resets injected faults to the flags, but an expired tax-bureau login stays
+            # expired: restarting the provider does not log anyone back in.
+            if previous is not None and json.loads(previous).get("login_expired"):
+                defaults["login_expired"] = True
+            faults_mod.save(conn, defaults)
+            if kv_get(conn, "credit_limit_fen") is None:
+                kv_set(conn, "credit_limit_fen", str(to_fen(config.credit_limit)))
+
+    # ------------------------------------------------------------------ helpers
+
+    def now(self) -> float:
+        return time.time()
+
+    def month_of(self, ts: float) -> str:
+        return datetime.fromtimestamp(ts, TZ_CN).strftime("%Y-%m")
+
+    def _faults(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        return faults_mod.load(conn)
+
+    def decide_fault(self, kind: str) -> faults_mod.FaultDecision:
+        with self.store.tx() as conn:
+            decision = faults_mod.decide(conn, kind, self.rng)
+            if decision.mode != "none":
+                bump(conn, "faults_injected")
+                bump(conn, f"faults_injected.{kind}.{decision.mode}")
+            return decision
+
+    def _check_login(self, conn: sqlite3.Connection) -> None:
+        if self._faults(conn)["login_expired"]:
+            bump(conn, "login_expired_refusals")
+            raise ProviderError("LOGIN_EXPIRED", "电子税务局登录已失效, 请开票员完成刷脸认证后重试")
+
+    def _get(self, conn: sqlite3.Connection, serial_no: str) -> sqlite3.Row | None:
+        return conn.execute("SELECT * FROM invoices WHERE serial_no = ?", (serial_no,)).fetchone()
+
+    def _next(self, conn: sqlite3.Connection, name: str) -> int:
+        bump(conn, name)
+        return int(conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
+
+    def _provider_serial(self, conn: sqlite3.Connection, at: float) -> str:
+        stamp = datetime.fromtimestamp(at, TZ_CN).strftime("%y%m%d%H%M%S")
+        return f"{stamp}{self._next(conn, 'seq.provider_serial') % 10**8:08d}"
+
+    def _number(self, conn: sqlite3.Connection, seller_tax_id: str, at: float) -> str:
+        """20 digits: yy + province + channel + 15-digit sequence (fapiao.md §3.1)."""
+        year = datetime.fromtimestamp(at, TZ_CN).strftime("%y")
+        province = province_of(seller_tax_id, self.config.fallback_province)
+        seq = self._next(conn, "seq.number")
+        return f"{year}{province}{self.config.channel_digit}{seq:015d}"
+
+    def credit_limit_fen(self, conn: sqlite3.Connection) -> int:
+        return int(kv_get(conn, "credit_limit_fen") or to_fen(self.config.credit_limit))
+
+    def _used_fen(self, conn: sqlite3.Connection, month: str) -> int:
+        row = conn.execute("SELECT used_fen FROM credit WHERE month = ?", (month,)).fetchone()
+        return 0 if row is None else int(row["used_fen"])
+
+    def _add_used(self, conn: sqlite3.Connection, month: str, fen: int) -> None:
+        conn.execute(
+            "INSERT INTO credit(month, used_fen) VALUES (?, ?) "
+            "ON CONFLICT(month) DO UPDATE SET used_fen = used_fen + excluded.used_fen",
+            (month, fen),
+        )
+
+    def _settle(self, conn: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
+        """pending -> issued/failed once the row's delay has passed."""
+        now = self.now()
+        if row["status"] != "pending" or now < row["ready_at"]:
+            return row
+        if row["fail_code"]:
+            conn.execute("UPDATE invoices SET status = 'failed' WHERE serial_no = ?", (row["serial_no"],))
+            if row["color"] == "blue":
+                self._add_used(conn, row["credit_month"], -row["gross_fen"])
+            bump(conn, "failed")
+        else:
+            number = self._number(conn, row["seller_tax_id"], now)
+            conn.execute("UPDATE invoices SET status = 'issued', number = ?, issued_at = ? WHERE serial_no = ?",
+                         (number, now, row["serial_no"]))
+            bump(conn, "issued" if row["color"] == "blue" else "red_issued")
+        return self._get(conn, row["serial_no"])
+
+    def row_to_result(self, row: sqlite3.Row) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "serial_no": row["serial_no"],
+            "provider_serial": row["provider_serial"],
+            "color": row["color"],
+            "kind": row["kind"],
+            "status": "failed" if row["status"] == "cancelled" else row["status"],
+            "number": row["number"],
+            "issued_at": iso_cn(row["issued_at"]),
+            "accepted_at": iso_cn(row["accepted_at"]),
+            "total_amount": str(from_fen(row["amount_fen"])),
+            "total_tax": str(from_fen(row["tax_fen"])),
+            "total": str(from_fen(row["gross_fen"])),
+            "blue_number": row["blue_number"],
+            "confirm_id": row["confirm_id"],
+        }
+        if row["status"] == "cancelled":
+            out["error"] = {"code": "CANCELLED", "message": "请求已撤销", "permanent": True}
+        elif row["status"] == "failed":
+            out["error"] = {"code": row["fail_code"], "message": row["fail_reason"], "permanent": False}
+        return out
+
+    # ---------------------------------------------------------------- operations
+
+    def issue(self, payload: Mapping[str, Any], *, fail_later: bool = False) -> tuple[dict[str, Any], bool]:
+        """Accept a blue invoice. Returns (result, duplicate)."""
+        request = parse_issue(payload)
+        canonical = request.to_dict()
+        digest = canonical_hash(canonical)
+        with self.store.tx() as conn:
+            self._check_login(conn)
+            existing = self._get(conn, request.serial_no)
+            if existing is not None:
+                if existing["payload_hash"] == digest and existing["color"] == "blue":
+                    bump(conn, "duplicates_refused")
+                    return self.row_to_result(self._settle(conn, existing)), True
+                bump(conn, "conflicts")
+                raise ProviderError("DUPLICATE_SERIAL", f"订单编号或流水号不能重复: {request.serial_no}")
+            try:
+                validate_blue(request, self.config)
+            except ProviderError:
+                bump(conn, "rejected")
+                raise
+            now = self.now()
+            month = self.month_of(now)
+            gross_fen = to_fen(request.total)
+            limit = self.credit_limit_fen(conn)
+            used = self._used_fen(conn, month)
+            if used + gross_fen > limit:
+                bump(conn, "rejected")
+                raise ProviderError("CREDIT_EXCEEDED",
+                                    f"本月授信额度不足: 剩余{from_fen(limit - used)}, 本次{request.total}")
+            self._add_used(conn, month, gross_fen)
+            delay = self._faults(conn)["issue_delay_ms"] / 1000
+            conn.execute(
+                "INSERT INTO invoices (serial_no, provider_serial, color, kind, payload_hash, payload,"
+                " seller_tax_id, buyer_name, buyer_tax_id, buyer_enterprise, status, accepted_at, ready_at,"
+                " amount_fen, tax_fen, gross_fen, credit_month, fail_code, fail_reason)"
+                " VALUES (?, ?, 'blue', ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (request.serial_no, self._provider_serial(conn, now), request.kind.value, digest,
+                 json.dumps(canonical, ensure_ascii=False), request.seller.tax_id, request.buyer.name,
+                 request.buyer.tax_id,
+                 int(request.buyer.is_enterprise or request.kind == base.InvoiceKind.SPECIAL),
+                 now, now + delay, to_fen(request.total_amount), to_fen(request.total_tax), gross_fen, month,
+                 "ISSUE_FAILED" if fail_later else None,
+                 "税局开具失败(沙箱注入)" if fail_later else None),
+            )
+            bump(conn, "accepted")
+            # Always answer "accepted, pending" like real providers; the first query settles it.
+            return self.row_to_result(self._get(conn, request.serial_no)), False
+
+    def query(self, serial_no: str) -> dict[str, Any]:
+        with self.store.read() as conn:
+            row = self._get(conn, serial_no)
+        if row is None:
+            raise ProviderError("NOT_FOUND", f"流水号不存在: {serial_no}")
+        if row["status"] == "pending" and self.now() >= row["ready_at"]:
+            with self.store.tx() as conn:
+                row = self._settle(conn, self._get(conn, serial_no))
+        return self.row_to_result(row)
+
+    def find_by_provider_serial(self, provider_serial: str) -> str | None:
+        with self.store.read() as conn:
+            row = conn.execute("SELECT serial_no FROM invoices WHERE provider_serial = ?",
+                               (provider_serial,)).fetchone()
+        return None if row is None else row["serial_no"]
+
+    def stored_payload(self, serial_no: str) -> dict[str, Any] | None:
+        with self.store.read() as conn:
+            row = self._get(conn, serial_no)
+        return None if row is None else json.loads(row["payload"])
+
+    def cancel(self, serial_no: str) -> dict[str, Any]:
+        with self.store.tx() as conn:
+            row = self._get(conn, serial_no)
+            if row is None:
+                raise ProviderError("NOT_FOUND", f"流水号不存在: {serial_no}")
+            row = self._settle(conn, row)
+            if row["status"] == "cancelled":
+                return self.row_to_result(row)
+            if row["status"] != "pending":
+                raise ProviderError("NOT_CANCELLABLE", f"发票状态为{row['status']}, 只能撤销开具中的请求")
+            conn.execute("UPDATE invoices SET status = 'cancelled' WHERE serial_no = ?", (serial_no,))
+            if row["color"] == "blue":
+                self._add_used(conn, row["credit_month"], -row["gross_fen"])
+            if row["confirm_id"]:  # the 确认单 can be used again
+                conn.execute("UPDATE red_confirms SET red_serial = NULL WHERE confirm_id = ?", (row["confirm_id"],))
+            bump(conn, "cancelled")
+            return self.row_to_result(self._get(conn, serial_no))
+
+    def credit(self) -> dict[str, Any]:
+        now = self.now()
+        month = self.month_of(now)
+        with self.store.read() as conn:
+            limit = self.credit_limit_fen(conn)
+            used = self._used_fen(conn, month)
+        return {"month": month, "limit": str(from_fen(limit)), "used": str(from_fen(used)),
+                "remaining": str(from_fen(max(limit - used, 0)))}
+
+    # ---------------------------------------------------------------- red letter
+
+    def _issued_blue(self, conn: sqlite3.Connection, blue_number: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM invoices WHERE number = ?", (blue_number,)).fetchone()
+        if row is None or row["color"] != "blue":
+            raise ProviderError("NOT_FOUND", f"蓝字发票不存在: {blue_number}")
+        if row["status"] != "issued":
+            raise ProviderError("RED_NOT_ALLOWED", f"蓝字发票状态为{row['status']}, 不能红冲")
+        return row
+
+    def _reversed_so_far(self, conn: sqlite3.Connection, blue_number: str, *,
+                         include_open_confirms: bool) -> tuple[dict[int, int], int]:
+        """Gross fen already reversed per blue line, and in total (as positive numbers)."""
+        per_line: dict[int, int] = {}
+        total = 0
+        chunks: list[list[dict[str, Any]]] = []
+        for row in conn.execute("SELECT payload FROM invoices WHERE blue_number = ? AND status IN "
+                                "('pending', 'issued')", (blue_number,)):
+            chunks.append(json.loads(row["payload"])["lines"])
+        if include_open_confirms:
+            for row in conn.execute("SELECT lines FROM red_confirms WHERE blue_number = ? AND red_serial IS NULL"
+                                    " AND status IN ('01', '02', '03', '04', '10')", (blue_number,)):
+                chunks.append(json.loads(row["lines"]))
+        for lines in chunks:
+            for line in lines:
+                fen = -to_fen(Decimal(line["gross"]))
+                per_line[int(line["blue_seq"])] = per_line.get(int(line["blue_seq"]), 0) + fen
+                total += fen
+        return per_line, total
+
+    def _check_red(self, conn: sqlite3.Connection, blue: sqlite3.Row, lines: list[RedLine],
+                   reason: RedReason, *, include_open_confirms: bool) -> None:
+        blue_lines = json.loads(blue["payload"])["lines"]
+        by_seq = {int(line["seq"]): (index, line) for index, line in enumerate(blue_lines)}
+        full = {line.blue_seq: line for line in full_red_lines(blue_lines)}
+        done_per_line, done_total = self._reversed_so_far(conn, blue["number"],
+                                                          include_open_confirms=include_open_confirms)
+        seen: set[int] = set()
+        new_total = 0
+        for line in lines:
+            where = f"蓝票第{line.blue_seq}行"
+            if line.blue_seq in seen:
+                raise ProviderError("RED_LINE_INVALID", f"{where}: 重复的红字明细")
+            seen.add(line.blue_seq)
+            if line.blue_seq not in by_seq:
+                raise ProviderError("RED_LINE_INVALID", f"{where}: 蓝票无此明细行")
+            blue_line = by_seq[line.blue_seq][1]
+            if blue_line["kind"] == LineKind.DISCOUNT.value:
+                raise ProviderError("RED_LINE_INVALID", f"{where}: 红票只有正常行, 请按被折扣行序号冲红折扣后金额")
+            if (line.tax_code, line.tax_rate) != (blue_line["tax_code"], Decimal(blue_line["tax_rate"])) \
+                    or line.name != blue_line["name"]:
+                raise ProviderError("RED_LINE_INVALID", f"{where}: 商品名称、编码、税率须与蓝票一致")
+            if line.amount > 0 or line.tax > 0 or line.gross >= 0:
+                raise ProviderError("RED_LINE_INVALID", f"{where}: 红字金额、税额必须为负数")
+            residual = line_tax_residual(line.amount, line.tax_rate, line.tax)
+            if abs(residual) > TAX_TOLERANCE:
+                raise ProviderError("TAX_TOLERANCE", f"{where}: 金额×税率−税额误差超过0.06")
+            available = -to_fen(full[line.blue_seq].gross) - done_per_line.get(line.blue_seq, 0)
+            if -to_fen(line.gross) > available:
+                raise ProviderError("RED_EXCEEDS_BLUE",
+                                    f"{where}: 红冲金额{-line.gross}超过可冲红金额{from_fen(available)}")
+            new_total += -to_fen(line.gross)
+        if done_total + new_total > blue["gross_fen"]:
+            raise ProviderError("RED_EXCEEDS_BLUE", "累计红冲金额超过蓝字发票金额")
+        if reason == RedReason.WRONG and (done_total != 0 or new_total != blue["gross_fen"]):
+            raise ProviderError("RED_LINE_INVALID", "冲红原因为开票有误时必须全额红冲")
+
+    def _settle_confirm(self, conn: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
+        if row["status"] == "02" and row["confirm_at"] is not None and self.now() >= row["confirm_at"]:
+            conn.execute("UPDATE red_confirms SET status = '04' WHERE confirm_id = ?", (row["confirm_id"],))
+            return conn.execute("SELECT * FROM red_confirms WHERE confirm_id = ?", (row["confirm_id"],)).fetchone()
+        return row
+
+    @staticmethod
+    def confirm_to_result(row: sqlite3.Row) -> dict[str, Any]:
+        lines = json.loads(row["lines"])
+        return {
+            "confirm_id": row["confirm_id"], "bill_no": row["bill_no"], "bill_uuid": row["bill_uuid"],
+            "status": row["status"], "blue_number": row["blue_number"], "reason": row["reason"],
+            "lines": lines, "total_amount": str(from_fen(row["amount_fen"])),
+            "total_tax": str(from_fen(row["tax_fen"])), "total": str(from_fen(row["gross_fen"])),
+            "created_at": iso_cn(row["created_at"]), "red_serial": row["red_serial"],
+        }
+
+    def _find_confirm(self, conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
+        return conn.execute("SELECT * FROM red_confirms WHERE confirm_id = ? OR bill_no = ? OR bill_uuid = ?",
+                            (key, key, key)).fetchone()
+
+    def apply_red_confirm(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            blue_number = str(payload["blue_number"])
+            reason = RedReason(payload["reason"])
+        except (KeyError, ValueError) as exc:
+            raise ProviderError("MALFORMED", f"确认单申请格式错误: {exc}") from exc
+        apply_id = payload.get("apply_id") or None
+        lines = parse_red_lines(payload.get("lines"))
+        with self.store.tx() as conn:
+            if apply_id:
+                existing = conn.execute("SELECT * FROM red_confirms WHERE confirm_id = ?", (apply_id,)).fetchone()
+                if existing is not None:
+                    return self.confirm_to_result(self._settle_confirm(conn, existing))
+            blue = self._issued_blue(conn, blue_number)
+            if lines is None:
+                lines = full_red_lines(json.loads(blue["payload"])["lines"])
+            self._check_red(conn, blue, lines, reason, include_open_confirms=True)
+            now = self.now()
+            needs_confirmation = bool(blue["buyer_enterprise"])
+            delay = self._faults(conn)["confirm_delay_ms"]
+            confirm_id = apply_id or f"RC{uuid.uuid4().hex[:18].upper()}"
+            conn.execute(
+                "INSERT INTO red_confirms (confirm_id, bill_no, bill_uuid, blue_number, reason, lines, gross_fen,"
+                " amount_fen, tax_fen, status, created_at, confirm_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (confirm_id, f"{self._next(conn, 'seq.bill_no'):020d}", uuid.uuid4().hex, blue_number,
+                 reason.value, json.dumps(red_lines_json(lines), ensure_ascii=False),
+                 sum(to_fen(line.gross) for line in lines), sum(to_fen(line.amount) for line in lines),
+                 sum(to_fen(line.tax) for line in lines), "02" if needs_confirmation else "01", now,
+                 now + delay / 1000 if needs_confirmation and delay is not None else None),
+            )
+            bump(conn, "red_confirms")
+            row = conn.execute("SELECT * FROM red_confirms WHERE confirm_id = ?", (confirm_id,)).fetchone()
+            return self.confirm_to_result(self._settle_confirm(conn, row))
+
+    def query_red_confirm(self, key: str) -> dict[str, Any]:
+        with self.store.tx() as conn:
+            row = self._find_confirm(conn, key)
+            if row is None:
+                raise ProviderError("NOT_FOUND", f"红字确认单不存在: {key}")
+            return self.confirm_to_result(self._settle_confirm(conn, row))
+
+    def decide_confirm(self, key: str, action: str) -> dict[str, Any]:
+        """The buyer's answer (admin endpoint): confirm -> 04, deny -> 05."""
+        if action not in ("confirm", "deny"):
+            raise ProviderError("MALFORMED", "action must be confirm or deny")
+        with self.store.tx() as conn:
+            row = self._find_confirm(conn, key)
+            if row is None:
+                raise ProviderError("NOT_FOUND", f"红字确认单不存在: {key}")
+            if row["status"] != "02":
+                raise ProviderError("RED_NOT_ALLOWED", f"确认单状态为{row['status']}, 不待购方确认")
+            conn.execute("UPDATE red_confirms SET status = ? WHERE confirm_id = ?",
+                         ("04" if action == "confirm" else "05", row["confirm_id"]))
+            return self.confirm_to_result(self._find_confirm(conn, key))
+
+    def red_letter(self, payload: Mapping[str, Any], *, fail_later: bool = False) -> tuple[dict[str, Any], bool]:
+        try:
+            serial_no = str(payload["serial_no"])
+            blue_number = str(payload["blue_number"])
+            reason = RedReason(payload.get("reason") or RedReason.WRONG.value)
+        except (KeyError, ValueError) as exc:
+            raise ProviderError("MALFORMED", f"红字请求格式错误: {exc}") from exc
+        if not serial_no or len(serial_no) > 64:
+            raise ProviderError("MALFORMED", "serial_no must be 1..64 characters")
+        confirm_key = payload.get("confirm_id") or None
+        lines = parse_red_lines(payload.get("lines"))
+        request_key = {"serial_no": serial_no, "blue_number": blue_number, "reason": reason.value,
+                       "confirm_id": confirm_key,
+                       "lines": None if lines is None else red_lines_json(lines)}
+        digest = canonical_hash(request_key)
+        with self.store.tx() as conn:
+            self._check_login(conn)
+            existing = self._get(conn, serial_no)
+            if existing is not None:
+                if existing["payload_hash"] == digest and existing["color"] == "red":
+                    bump(conn, "duplicates_refused")
+                    return self.row_to_result(self._settle(conn, existing)), True
+                bump(conn, "conflicts")
+                raise ProviderError("DUPLICATE_SERIAL", f"订单编号或流水号不能重复: {serial_no}")
+            blue = self._issued_blue(conn, blue_number)
+            confirm_id = None
+            if confirm_key:
+                confirm = self._find_confirm(conn, confirm_key)
+                if confirm is None:
+                    raise ProviderError("NOT_FOUND", f"红字确认单不存在: {confirm_key}")
+                confirm = self._settle_confirm(conn, confirm)
+                if confirm["blue_number"] != blue_number:
+                    raise ProviderError("RED_NOT_ALLOWED", "确认单与蓝字发票不符")
+                if confirm["status"] not in ("01", "04"):
+                    raise ProviderError("RED_NOT_ALLOWED", f"确认单状态为{confirm['status']}, 不能开具红票")
+                if confirm["red_serial"]:
+                    raise ProviderError("RED_NOT_ALLOWED", "确认单已开具红票")
+                confirm_lines = parse_red_lines(json.loads(confirm["lines"])) or []
+                if lines is not None and red_lines_json(lines) != red_lines_json(confirm_lines):
+                    raise ProviderError("RED_LINE_INVALID", "红字明细与确认单不一致")
+                lines, reason, confirm_id = confirm_lines, RedReason(confirm["reason"]), confirm["confirm_id"]
+            else:
+                if blue["buyer_enterprise"]:
+                    raise ProviderError("RED_CONFIRM_REQUIRED", "购方为企业, 须先申请红字确认单并经购方确认")
+                if lines is None:
+                    lines = full_red_lines(json.loads(blue["payload"])["lines"])
+            try:
+                self._check_red(conn, blue, lines, reason, include_open_confirms=False)
+            except ProviderError:
+                bump(conn, "rejected")
+                raise
+            now = self.now()
+            red_payload = {**request_key, "lines": red_lines_json(lines)}
+            delay = self._faults(conn)["issue_delay_ms"] / 1000
+            conn.execute(
+                "INSERT INTO invoices (serial_no, provider_serial, color, kind, payload_hash, payload,"
+                " seller_tax_id, buyer_name, buyer_tax_id, buyer_enterprise, status, accepted_at, ready_at,"
+                " amount_fen, tax_fen, gross_fen, credit_month, blue_number, confirm_id, red_reason,"
+                " fail_code, fail_reason)"
+                " VALUES (?, ?, 'red', ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (serial_no, self._provider_serial(conn, now), blue["kind"], digest,
+                 json.dumps(red_payload, ensure_ascii=False), blue["seller_tax_id"], blue["buyer_name"],
+                 blue["buyer_tax_id"], blue["buyer_enterprise"], now, now + delay,
+                 sum(to_fen(line.amount) for line in lines), sum(to_fen(line.tax) for line in lines),
+                 sum(to_fen(line.gross) for line in lines), self.month_of(now), blue_number, confirm_id,
+                 reason.value, "ISSUE_FAILED" if fail_later else None,
+                 "税局开具失败(沙箱注入)" if fail_later else None),
+            )
+            if confirm_id:
+                conn.execute("UPDATE red_confirms SET red_serial = ? WHERE confirm_id = ?", (serial_no, confirm_id))
+            bump(conn, "red_accepted")
+            return self.row_to_result(self._get(conn, serial_no)), False
+
+    # ---------------------------------------------------------------- auth and admin
+
+    def check_nonce(self, app_key: str, nonce: str, window_s: int) -> None:
+        now = self.now()
+        with self.store.tx() as conn:
+            conn.execute("DELETE FROM nonces WHERE seen_at < ?", (now - 2 * window_s,))
+            try:
+                conn.execute("INSERT INTO nonces(app_key, nonce, seen_at) VALUES (?, ?, ?)", (app_key, nonce, now))
+            except sqlite3.IntegrityError:
+                bump(conn, "replays_rejected")
+                raise ProviderError("REPLAYED_NONCE", "nonce已使用, 拒绝重放请求") from None
+
+    def count(self, name: str) -> None:
+        with self.store.tx() as conn:
+            bump(conn, name)
+
+    def new_token(self) -> tuple[str, int]:
+        token = uuid.uuid4().hex
+        with self.store.tx() as conn:
+            conn.execute("INSERT INTO tokens(token, expires_at) VALUES (?, ?)",
+                         (token, self.now() + self.config.token_ttl_s))
+            bump(conn, "tokens_issued")
+        return token, self.config.token_ttl_s
+
+    def token_valid(self, token: str) -> bool:
+        with self.store.read() as conn:
+            row = conn.execute("SELECT expires_at FROM tokens WHERE token = ?", (token,)).fetchone()
+        return row is not None and row["expires_at"] > self.now()
+
+    def revoke_tokens(self) -> None:
+        with self.store.tx() as conn:
+            conn.execute("DELETE FROM tokens")
+
+    def get_faults(self) -> dict[str, Any]:
+        with self.store.read() as conn:
+            return faults_mod.load(conn)
+
+    def set_faults(self, patch: Mapping[str, Any]) -> dict[str, Any]:
+        with self.store.tx() as conn:
+            if patch.get("reset"):
+                current = faults_mod.default_faults(
+                    latency_ms=self.config.latency_ms, fail_rate=self.config.fail_rate,
+                    issue_delay_ms=self.config.issue_delay_ms, confirm_delay_ms=self.config.confirm_delay_ms,
+                    timeout_sleep_ms=self.config.timeout_sleep_ms)
+                patch = {k: v for k, v in patch.items() if k != "reset"}
+            else:
+                current = faults_mod.load(conn)
+            updated = faults_mod.merge(current, dict(patch))
+            faults_mod.save(conn, updated)
+            return updated
+
+    def renew_login(self) -> None:
+        with self.store.tx() as conn:
+            faults = faults_mod.load(conn)
+            faults["login_expired"] = False
+            faults_mod.save(conn, faults)
+            bump(conn, "login_renewals")
+
+    def set_credit(self, limit: Any = None, used: Any = None) -> dict[str, Any]:
+        with self.store.tx() as conn:
+            if limit is not None:
+                kv_set(conn, "credit_limit_fen", str(to_fen(base.money(limit))))
+            if used is not None:
+                month = self.month_of(self.now())
+                conn.execute("INSERT INTO credit(month, used_fen) VALUES (?, ?) ON CONFLICT(month) DO UPDATE"
+                             " SET used_fen = excluded.used_fen", (month, to_fen(base.money(used))))
+        return self.credit()
+
+    def state(self) -> dict[str, Any]:
+        with self.store.read() as conn:
+            counters = {row["name"]: row["value"] for row in conn.execute("SELECT name, value FROM counters")
+                        if not row["name"].startswith("seq.")}
+            by_status: dict[str, int] = {}
+            for row in conn.execute("SELECT color, status, COUNT(*) AS n FROM invoices GROUP BY color, status"):
+                by_status[f"{row['color']}.{row['status']}"] = row["n"]
+            confirms = {row["status"]: row["n"] for row in
+                        conn.execute("SELECT status, COUNT(*) AS n FROM red_confirms GROUP BY status")}
+            faults = faults_mod.load(conn)
+        return {"counters": counters, "invoices": by_status, "red_confirms": confirms,
+                "credit": self.credit(), "faults": faults, "wire": self.config.wire,
+                "db_path": str(Path(self.config.db_path)), "now": datetime.now(UTC).isoformat()}
