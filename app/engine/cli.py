@@ -1,0 +1,73 @@
+"""`kaipiao preview` and `kaipiao taxcodes check`: stateless engine commands (no database)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from app.errors import Problem, ValidationFailed
+
+EXIT_INVALID = 2
+
+
+def _emit_errors(problems: list[Problem]) -> None:
+    click.echo(json.dumps({"errors": [p.as_dict() for p in problems]}, ensure_ascii=False, indent=2))
+    sys.exit(EXIT_INVALID)
+
+
+def _read_json(path: Path | None, what: str) -> Any:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        _emit_errors([Problem(what, "invalid_json", f"{path.name}: not JSON ({exc.msg} at line {exc.lineno})")])
+    except (OSError, UnicodeDecodeError) as exc:
+        _emit_errors([Problem(what, "unreadable", f"{path}: {exc}")])
+
+
+@click.command("preview")
+@click.argument("order_file", metavar="ORDER.json", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--seller", "seller_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Seller party JSON (name, tax_id, ...); required while shops are not configured.")
+@click.option("--options", "options_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Compose options JSON (discount_mode, gift_mode, max_lines, ...).")
+def preview_command(order_file: Path, seller_file: Path | None, options_file: Path | None) -> None:
+    """Print the invoice draft for ORDER.json (exit 0) or its errors (exit 2)."""
+    from app.engine.preview import preview
+
+    order = _read_json(order_file, "order")
+    seller = _read_json(seller_file, "seller")
+    options = _read_json(options_file, "options")
+    try:
+        draft = preview(order, seller, options)
+    except ValidationFailed as exc:
+        _emit_errors(exc.problems)
+    click.echo(json.dumps(draft, ensure_ascii=False, indent=2))
+
+
+@click.group("taxcodes")
+def taxcodes_group() -> None:
+    """税收分类编码 catalogue files."""
+
+
+@taxcodes_group.command("check")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def taxcodes_check(file: Path) -> None:
+    """Validate a catalogue file (CSV or YAML) and print how many codes it holds."""
+    from app.engine.taxcodes import load_catalogue
+
+    try:
+        catalogue = load_catalogue(file)
+    except ValidationFailed as exc:
+        _emit_errors(exc.problems)
+    click.echo(json.dumps({"codes": len(catalogue), "version": catalogue.version}, ensure_ascii=False))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(preview_command)
+    group.add_command(taxcodes_group)
