@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from app.integrations.tax.base import IssueLine, IssueRequest, LineKind, RedLine
 from app.integrations.tax.sandbox import faults as faults_mod
 from app.integrations.tax.sandbox.store import Store, bump, kv_get, kv_set
 
-TZ_CN = timezone(timedelta(hours=8))
+TZ_CN = base.TZ_CN
 # GB/T 2260 province-level prefixes (计划单列市 codes are unpublished: fapiao.md §3.1).
 PROVINCES = frozenset(
     "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 "
