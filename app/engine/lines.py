@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from app.engine.money import fmt_money, fmt_price, fmt_quantity, fmt_rate, separate, unit_price
+from app.engine.money import fmt_price, fmt_quantity, fmt_rate, q2, separate, unit_price
 from app.engine.taxcodes import ResolvedTax
 
 KIND_NORMAL = "normal"  # 正常行, 发票行性质 0
@@ -47,10 +47,11 @@ class DraftLine:
             "display_name": f"*{code.short_name}*{self.name}",
             "tax_code": code.code,
             "short_name": code.short_name,
-            "amount": fmt_money(self.amount),
+            # all three are exact 2-dp Decimals without negative zero (make_line), so plain format
+            "amount": format(self.amount, "f"),
             "tax_rate": fmt_rate(self.tax.rate),
-            "tax": fmt_money(self.tax_amount),
-            "gross": fmt_money(self.gross),
+            "tax": format(self.tax_amount, "f"),
+            "gross": format(self.gross, "f"),
         }
         if self.tax.treatment != "taxable":
             out["tax_treatment"] = self.tax.treatment
@@ -76,6 +77,7 @@ def make_line(
     unit: str | None = None,
 ) -> DraftLine:
     """One line from its 含税金额: price-tax separation (§5.1) and the 8-dp unit price."""
+    gross = q2(gross)  # "10" from an order becomes "10.00"
     amount, tax_amount = separate(gross, tax.rate)
     price = unit_price(amount, quantity) if quantity is not None else None
     return DraftLine(kind, source_line_id, name, tax, gross, amount, tax_amount, quantity, price, spec, unit)

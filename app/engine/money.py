@@ -8,7 +8,7 @@ context precision can ever turn ``x.xx4999…`` into a half-up carry (double rou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 FEN = Decimal("0.01")
 PRICE_PLACES = 8  # unit price / quantity decimals every vendor accepts (Nuonuo: 8)
@@ -52,7 +52,7 @@ def fen(value: Decimal) -> int:
 
 
 def from_fen(value: int) -> Decimal:
-    return Decimal(value).scaleb(-2).quantize(FEN)
+    return Decimal(value).scaleb(-2)  # exponent −2 exactly: "1.00", never "1"
 
 
 def _half_up_div(numerator: int, denominator: int) -> int:
@@ -73,11 +73,41 @@ def _ratio(rate: Decimal) -> tuple[int, int]:
     return ratio
 
 
+# Price-tax separation divides by (1 + r) with r of at most 4 decimals: 100·含税/(1+r) is a fraction
+# P/Q with Q ≤ 20000, so it is either exactly on a half fen or at least 1/40000 fen away from
+# one, while a 34-digit division errs by < 1e-17 fen for any amount the contracts allow (< 1e15
+# fen). Rounding the 34-digit quotient half-up is therefore exact; this private context keeps
+# the guarantee whatever the caller's decimal context is.
+_SEPARATE_CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, Emax=999, Emin=-999)
+_SEPARATE_LIMIT = Decimal(10) ** 13
+_ONE_PLUS: dict[Decimal, Decimal] = {}
+
+
 def separate(gross: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
     """价税分离 (§5.1): 金额 = round_half_up(含税 / (1 + 税率), 2); 税额 = 含税 − 金额.
 
     Works for negative 含税 (折扣行): half-up is symmetric, e.g. −15.35 @ 13 % → (−13.58, −1.77).
+    ``gross`` must be whole fen (a sub-fen amount raises ValueError, it is never rounded).
     """
+    divisor = _ONE_PLUS.get(rate)
+    if divisor is None:
+        if rate.as_tuple().exponent < -4 or not 0 <= rate < 1:  # type: ignore[operator]
+            return separate_exact(gross, rate)
+        divisor = _ONE_PLUS[rate] = rate + 1
+    if abs(gross) >= _SEPARATE_LIMIT:
+        return separate_exact(gross, rate)
+    amount = _SEPARATE_CONTEXT.divide(gross, divisor).quantize(FEN, rounding=ROUND_HALF_UP)
+    if not amount:
+        amount = amount.copy_abs()
+    exact_tax = _SEPARATE_CONTEXT.subtract(gross, amount)
+    tax = exact_tax.quantize(FEN)
+    if tax != exact_tax:
+        raise ValueError(f"{gross} has more than 2 decimals")
+    return amount, (tax.copy_abs() if not tax else tax)
+
+
+def separate_exact(gross: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
+    """The same separation on integers only (reference and fallback for unusual inputs)."""
     gross_fen = fen(gross)
     num, den = _ratio(rate)
     amount_fen = _half_up_div(gross_fen * den, den + num)
@@ -120,9 +150,12 @@ def allocate(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
     total_fen = fen(total)
     sign = -1 if total_fen < 0 else 1
     total_fen = abs(total_fen)
-    # integer weights on a common scale: exact for any Decimal weights
-    exponent = min(min(w.as_tuple().exponent for w in weights), 0)  # type: ignore[type-var]
-    ints = [int(w.scaleb(-exponent)) for w in weights]
+    # integer weights on a common scale: exact for any Decimal weights (8 dp covers money and
+    # quantities without looking at each exponent; finer weights take the general path)
+    ints = [int(w.scaleb(PRICE_PLACES)) for w in weights]
+    if any(i != w.scaleb(PRICE_PLACES) for i, w in zip(ints, weights, strict=True)):
+        exponent = min(w.as_tuple().exponent for w in weights)  # type: ignore[type-var]
+        ints = [int(w.scaleb(-exponent)) for w in weights]  # type: ignore[operator]
     weight_sum = sum(ints)
     if weight_sum == 0:
         if total_fen:
@@ -155,7 +188,13 @@ def fmt_quantity(value: Decimal) -> str:
     return format(value, "f")
 
 
+_RATE_TEXT: dict[Decimal, str] = {}
+
+
 def fmt_rate(value: Decimal) -> str:
     """``0.13`` → ``"0.13"``; ``0`` → ``"0"`` (the draft schema's rate pattern)."""
-    text = format(value.normalize(), "f")
-    return "0" if text in ("0", "-0") else text
+    text = _RATE_TEXT.get(value)
+    if text is None:
+        text = format(value.normalize(), "f")
+        text = _RATE_TEXT[value] = "0" if text in ("0", "-0") else text
+    return text

@@ -55,11 +55,15 @@ class Catalogue:
     def __init__(self, codes: Iterable[TaxCode] = (), *, version: str | None = None):
         self.version = version
         self._codes: dict[str, TaxCode] = {}
+        # (code, rate, treatment, invoice_name, source) → ResolvedTax: the same few pairs recur
+        # on every order, and checking them is the costly part of resolution
+        self.resolved_cache: dict[tuple, ResolvedTax] = {}
         for code in codes:
             self.add(code)
 
     def add(self, code: TaxCode) -> None:
         self._codes[code.code] = code
+        self.resolved_cache.clear()
 
     def get(self, code: str) -> TaxCode | None:
         return self._codes.get(code)
@@ -323,6 +327,10 @@ class TaxResolver:
         invoice_name: str | None = None,
         source: str = "line",
     ) -> ResolvedTax | Unresolved:
+        key = (code_text, rate, treatment, invoice_name, source)
+        cached = self.catalogue.resolved_cache.get(key)
+        if cached is not None:
+            return cached
         code = self.catalogue.get(code_text)
         if code is None:
             return Unresolved("tax_code_unknown", f"税收分类编码 {code_text} is not in the catalogue ({path})")
@@ -330,4 +338,6 @@ class TaxResolver:
             # an untaxed treatment means rate 0 even when the code's default rate is taxable
             rate = Decimal(0) if treatment not in (None, "taxable") else code.default_rate
         rate, treatment = check_code_rate(code, rate, treatment, path)
-        return ResolvedTax(code, rate, treatment, invoice_name, source)
+        resolved = ResolvedTax(code, rate, treatment, invoice_name, source)
+        self.catalogue.resolved_cache[key] = resolved
+        return resolved

@@ -10,6 +10,7 @@ Policy (§2.1 "validation policy"):
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -60,6 +61,7 @@ def uscc_checksum_ok(code: str) -> bool:
         return uscc_check_char(code[:17]) == code[17]
 
 
+@functools.lru_cache(maxsize=4096)  # the same seller/buyer ids recur on every order
 def check_tax_id(value: str, *, path: str = "tax_id") -> TaxIdCheck:
     """Normalise and classify a tax id; raises ValidationFailed when it is malformed."""
     code = normalise_tax_id(value)
