@@ -40,7 +40,9 @@ def run_sandbox_in_thread(config: SandboxConfig | Mapping[str, Any],
                           host: str = "127.0.0.1") -> tuple[str, Callable[[], None]]:
     """Start the sandbox on a free loopback port in a daemon thread: (base_url, stop)."""
     server = make_sandbox_server(config, host, 0)
-    thread = threading.Thread(target=server.serve_forever, name="sandbox-tax", daemon=True)
+    # A short poll interval makes stop() quick (shutdown waits for the next poll).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox-tax",
+                              daemon=True)
     thread.start()
 
     def stop() -> None:

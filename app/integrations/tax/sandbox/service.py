@@ -85,6 +85,9 @@ ERRORS: dict[str, ErrorSpec] = {
 
 
 class ProviderError(Exception):
+    # Refusals are raised before any data write, so the store commits the counters they bumped.
+    commit_transaction = True
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code

@@ -104,8 +104,10 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                # A provider refusal keeps what was written before it (refusal counters, lazy
+                # status transitions); anything else undoes the transaction.
+                conn.execute("COMMIT" if getattr(exc, "commit_transaction", False) else "ROLLBACK")
                 raise
             conn.execute("COMMIT")
         finally:
