@@ -165,20 +165,25 @@ def test_url_fetcher_serves_static_files():
 
 
 def test_markup_cannot_pull_local_files_into_the_pdf(tmp_path):
-    """Through WeasyPrint itself: an <img> of a local file outside static/ is never fetched."""
+    """Through WeasyPrint itself: an <img> of a local file outside static/ is asked for and refused."""
     from weasyprint import HTML
 
     from app.render.pdf import resources
 
-    secret = tmp_path / "secret.png"
-    secret.write_bytes((STATIC_DIR.parent / "static" / "face.css").read_bytes())
-    fetched: list[str] = []
+    secret = tmp_path / "secret.svg"
+    secret.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', encoding="utf-8")
+    outcomes: list[tuple[str, str]] = []
     fetcher = make_url_fetcher()
     original = fetcher.fetch
 
     def spy(url, headers=None):
-        fetched.append(url)
-        return original(url, headers)
+        try:
+            response = original(url, headers)
+        except RefusedURL:
+            outcomes.append((url, "refused"))
+            raise
+        outcomes.append((url, "served"))
+        return response
 
     fetcher.fetch = spy
     html = HTML(
@@ -186,8 +191,17 @@ def test_markup_cannot_pull_local_files_into_the_pdf(tmp_path):
         base_url=resources().base_url,
         url_fetcher=fetcher,
     )
-    html.write_pdf()
-    assert fetched == [secret.as_uri()]  # asked, and refused (WeasyPrint logs and carries on)
+    assert html.write_pdf().startswith(b"%PDF")
+    assert outcomes == [(secret.as_uri(), "refused")]
+
+
+def test_first_render_fails_clearly_without_the_cjk_font(monkeypatch, worked_draft):
+    from app.render import pdf as pdf_module
+
+    monkeypatch.setattr(pdf_module, "_resources", None)
+    monkeypatch.setattr(pdf_module, "CJK_FAMILY", "Kaipiao No Such Font 9")
+    with pytest.raises(CJKFontMissing, match="fonts-noto-cjk"):
+        render_pdf(worked_draft)
 
 
 def test_cjk_font_check():
