@@ -35,6 +35,9 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
 
     crypto.configure(settings.encryption_key)
     db.configure(app.config["DATABASE_URL"])
+    from app.jobs import queues
+
+    queues.configure(settings)
 
     @app.teardown_appcontext
     def _remove_session(_exc: BaseException | None) -> None:

@@ -33,6 +33,9 @@ _engine: Engine | None = None
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # Take transaction control away from pysqlite (its implicit BEGIN breaks SAVEPOINT);
+    # SQLAlchemy's "begin" event below emits our own BEGIN.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
@@ -40,11 +43,18 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _sqlite_begin(conn) -> None:
+    # IMMEDIATE: take the write lock up front (waiting up to busy_timeout) so two processes
+    # never both read-then-write and fail with SQLITE_BUSY_SNAPSHOT.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
         eng = create_engine(url, **kwargs)
         event.listen(eng, "connect", _sqlite_pragmas)
+        event.listen(eng, "begin", _sqlite_begin)
         return eng
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)

@@ -40,7 +40,7 @@ REQUEST_TRANSITIONS: dict[str, set[str]] = {
     "held": {"deciding", "skipped"},
     "skipped": {"deciding"},
     "issuing": {"issued", "failed", "held"},
-    "failed": {"deciding", "skipped"},
+    "failed": {"deciding", "skipped", "issuing"},
     "issued": {"delivering", "reversing"},
     "delivering": {"delivered", "issued"},
     "delivered": {"reversing"},
@@ -71,7 +71,7 @@ def sources_of(table: dict[str, set[str]], target: str) -> list[str]:
 
 
 def _guarded(session: Session, model: type, table: dict[str, set[str]], obj_id: int, to: str,
-             expect: str | None, values: dict[str, Any]) -> str:
+             expect: str | None, values: dict[str, Any], expect_version: int | None = None) -> str:
     if to not in table:
         raise ValueError(f"unknown state {to!r} for {model.__tablename__}")
     allowed = sources_of(table, to)
@@ -79,10 +79,14 @@ def _guarded(session: Session, model: type, table: dict[str, set[str]], obj_id: 
         if expect not in allowed:
             raise InvalidTransition(Problem("status", "invalid_transition", f"{expect} → {to} is not a transition"))
         allowed = [expect]
-    current = session.query(model.status).filter(model.id == obj_id).scalar()
+    current = expect or session.query(model.status).filter(model.id == obj_id).scalar()
+    where = [model.id == obj_id, model.status.in_(allowed)]
+    if expect_version is not None:
+        # Optimistic lock: of two workers that read the same version, one wins.
+        where.append(model.state_version == expect_version)
     result = session.execute(
         update(model)
-        .where(model.id == obj_id, model.status.in_(allowed))
+        .where(*where)
         .values(status=to, state_version=model.state_version + 1, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
@@ -95,14 +99,16 @@ def _guarded(session: Session, model: type, table: dict[str, set[str]], obj_id: 
 
 
 def move_request(session: Session, request: InvoiceRequest | int, to: str, *, expect: str | None = None,
-                 actor: str = "system", reason: str | None = None, data: dict[str, Any] | None = None,
-                 **values: Any) -> None:
+                 expect_version: int | None = None, actor: str = "system", reason: str | None = None,
+                 data: dict[str, Any] | None = None, order_pk: int | None = None, **values: Any) -> None:
     """Transition an invoice request; ``values`` are other columns set in the same UPDATE."""
     request_id = request if isinstance(request, int) else request.id
     if reason is not None:
         values["status_reason"] = reason[:500]
-    previous = _guarded(session, InvoiceRequest, REQUEST_TRANSITIONS, request_id, to, expect, values)
-    order_pk = session.query(InvoiceRequest.order_pk).filter(InvoiceRequest.id == request_id).scalar()
+    previous = _guarded(session, InvoiceRequest, REQUEST_TRANSITIONS, request_id, to, expect, values, expect_version)
+    if order_pk is None:
+        order_pk = (request.order_pk if not isinstance(request, int) else
+                    session.query(InvoiceRequest.order_pk).filter(InvoiceRequest.id == request_id).scalar())
     ledger.record(session, "request_transition", order_pk=order_pk, request_id=request_id,
                   from_state=previous, to_state=to, actor=actor,
                   data={**(data or {}), **({"reason": reason} if reason else {})})
@@ -115,8 +121,12 @@ def move_invoice(session: Session, invoice: Invoice | int, to: str, *, expect: s
                  **values: Any) -> None:
     invoice_id = invoice if isinstance(invoice, int) else invoice.id
     previous = _guarded(session, Invoice, INVOICE_TRANSITIONS, invoice_id, to, expect, values)
-    row = session.query(Invoice.order_pk, Invoice.request_id).filter(Invoice.id == invoice_id).one()
-    ledger.record(session, "invoice_transition", order_pk=row.order_pk, request_id=row.request_id,
+    if isinstance(invoice, int):
+        row = session.query(Invoice.order_pk, Invoice.request_id).filter(Invoice.id == invoice_id).one()
+        order_pk, request_id = row.order_pk, row.request_id
+    else:
+        order_pk, request_id = invoice.order_pk, invoice.request_id
+    ledger.record(session, "invoice_transition", order_pk=order_pk, request_id=request_id,
                   invoice_id=invoice_id, from_state=previous, to_state=to, actor=actor,
                   data={**(data or {}), **({"reason": reason} if reason else {})})
     if not isinstance(invoice, int):

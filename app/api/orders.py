@@ -1,0 +1,32 @@
+"""``POST /api/v1/orders``: one order or a batch, through the one intake service."""
+
+from __future__ import annotations
+
+from flask import jsonify
+from flask_login import current_user
+
+from app import db
+from app.api import bp, json_body
+from app.auth import roles_required
+from app.engine.intake import ingest
+from app.errors import KaipiaoError, Problem
+
+MAX_BATCH = 1000
+
+
+@bp.route("/orders", methods=["POST"])
+@roles_required("operations", "cs_agent")
+def post_orders():
+    body = json_body()
+    if isinstance(body, dict) and "orders" in body:
+        docs = body["orders"]
+        if not isinstance(docs, list):
+            raise KaipiaoError(Problem("orders", "invalid", "orders must be a list of order objects"))
+    else:
+        docs = [body]
+    if len(docs) > MAX_BATCH:
+        raise KaipiaoError(Problem("orders", "too_many", f"at most {MAX_BATCH} orders per call, got {len(docs)}"))
+    with db.transaction() as session:
+        result = ingest(session, docs, source="api", actor=f"api:{current_user.username}")
+    status = 200 if result.accepted or not result.rejected else 422
+    return jsonify(result.as_dict()), status

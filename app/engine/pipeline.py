@@ -1,0 +1,533 @@
+"""From a stored order to an issued invoice, exactly once.
+
+Service functions that the RQ jobs (app/jobs/tasks.py) call with ids. Each unit of work is
+its own transaction; every state change goes through app/engine/lifecycle.py.
+
+Exactly once: an invoice's serial (our idempotency key with the provider) is stored when
+the invoice is composed, and the invoice is committed as ``issuing`` *before* the gateway is
+called. After a timeout the state is ``unknown`` and the next step is a query by serial,
+never a blind resend; only when the provider says it has no such serial is the same serial
+sent again (the provider is idempotent on it). Transient failures go back to ``ready`` with
+a backoff; permanent ones become ``failed`` with the provider's reason; an expired tax-bureau
+login or an outage pauses issuing until it is resolved, then the backlog drains in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import db, ledger
+from app.engine import lifecycle
+from app.engine.decisions import decide_order
+from app.engine.gateways import gateway_for
+from app.engine.shop_context import compose_for, seller_for
+from app.errors import InvalidTransition, Problem, ValidationFailed
+from app.integrations.tax.base import (
+    AuthExpired,
+    CreditExhausted,
+    GatewayPaused,
+    IssueRequest,
+    IssueStatus,
+    NotFound,
+    OutcomeUnknown,
+    PermanentGatewayError,
+    TaxGatewayError,
+    TransientGatewayError,
+)
+from app.jobs import outbox, queues
+from app.models import GatewayStatus, Invoice, InvoiceLine, InvoiceRequest, SellerEntity, Shop
+from app.types import utcnow
+
+log = logging.getLogger(__name__)
+
+SCOPE = "default"  # one pause switch for the deployment's provider account(s)
+MAX_TRANSIENT_ATTEMPTS = 12
+OUTAGE_THRESHOLD = 5  # consecutive transient failures in one batch that mean "provider down"
+
+
+@dataclass
+class Timing:
+    """Knobs the tick uses; tests and the chaos run shorten them."""
+
+    stuck_issuing: timedelta = timedelta(seconds=120)
+    stale_undecided: timedelta = timedelta(seconds=60)
+    stale_ready: timedelta = timedelta(seconds=30)
+    outbox_grace: timedelta = timedelta(seconds=2)
+    first_poll: timedelta = timedelta(milliseconds=500)
+
+
+TIMING = Timing()
+
+
+@dataclass
+class Outcome:
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def bump(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
+    base = min(2 ** max(attempts - 1, 0), 300)
+    seconds = max(base * (0.75 + random.random() / 2), retry_after or 0)
+    return timedelta(seconds=seconds)
+
+
+def serial_for(request_id: int, split_index: int, generation: int) -> str:
+    """Stable, unique and ≤ 20 characters (Nuonuo orderNo): KP + request + part + generation."""
+    return f"KP{request_id:011d}{split_index:03d}{generation:04d}"
+
+
+# ------------------------------------------------------------------------------------------ decide
+
+
+def decide_requests(request_ids: Iterable[int], now: datetime | None = None) -> Outcome:
+    outcome = Outcome()
+    for request_id in request_ids:
+        try:
+            with db.transaction() as session:
+                outcome.bump(decide_request(session, int(request_id), now=now))
+        except InvalidTransition:
+            outcome.bump("raced")  # another worker decided it first
+    return outcome
+
+
+def decide_request(session: Session, request_id: int, now: datetime | None = None) -> str:
+    """received / waiting / held / skipped / failed → deciding → issuing | waiting | held | skipped.
+
+    One transaction: if the process dies half-way nothing is left in ``deciding``."""
+    now = now or utcnow()
+    request = session.get(InvoiceRequest, request_id)
+    if request is None:
+        return "missing"
+    if request.status not in ("received", "waiting", "held", "skipped", "failed"):
+        return "noop"
+    if request.status == "waiting" and request.issue_after and request.issue_after > now:
+        return "not_due"
+    order = request.order
+    shop = session.get(Shop, order.shop_id) if order.shop_id else None
+    lifecycle.move_request(session, request, "deciding", expect=request.status,
+                           expect_version=request.state_version, order_pk=order.id)
+    try:
+        decision = decide_order(session, order.document, shop, now=now)
+    except Exception as exc:  # a broken rule must not loop forever: a person looks at it
+        log.exception("decision failed for request %s", request_id)
+        lifecycle.move_request(session, request_id, "failed", expect="deciding", order_pk=order.id,
+                               reason=f"decision failed: {exc}"[:500])
+        return "failed"
+    stamp = {"decision": decision.as_dict(), "rules_version": decision.rules_version,
+             "rules_fired": list(decision.rules_fired)}
+    reason = "; ".join(r["message"] for r in decision.as_dict()["reasons"])[:500] or None
+    if decision.action == "skip":
+        lifecycle.move_request(session, request_id, "skipped", expect="deciding", order_pk=order.id,
+                               reason=reason, **stamp)
+        return "skipped"
+    if decision.action == "hold":
+        lifecycle.move_request(session, request_id, "held", expect="deciding", order_pk=order.id,
+                               reason=reason, **stamp)
+        return "held"
+    if decision.action == "wait":
+        lifecycle.move_request(session, request_id, "waiting", expect="deciding", order_pk=order.id,
+                               reason=reason, issue_after=decision.issue_after, **stamp)
+        return "waiting"
+    return _compose_and_queue(session, request, order, shop, decision, stamp)
+
+
+def _compose_and_queue(session: Session, request: InvoiceRequest, order, shop: Shop | None, decision,
+                       stamp: dict[str, Any]) -> str:
+    seller = seller_for(session, shop, decision.seller_code)
+    if seller is None:
+        lifecycle.move_request(session, request.id, "held", expect="deciding", order_pk=order.id,
+                               reason="no seller entity configured for this shop", **stamp)
+        return "held"
+    try:
+        draft = compose_for(session, order.document, shop, decision)
+    except ValidationFailed as exc:
+        lifecycle.move_request(session, request.id, "held", expect="deciding", order_pk=order.id,
+                               reason=f"cannot compose: {exc}"[:500], **stamp)
+        return "held"
+    if draft["decision"]["action"] != "issue" or not draft["invoices"]:
+        reason = "; ".join(r["message"] for r in draft["decision"]["reasons"])[:500]
+        verdict = "skipped" if draft["decision"]["action"] == "skip" else "held"
+        lifecycle.move_request(session, request.id, verdict, expect="deciding", order_pk=order.id,
+                               reason=reason, **{**stamp, "decision": draft["decision"]})
+        return verdict
+    generation = session.query(Invoice).filter(Invoice.request_id == request.id, Invoice.color == "blue").count()
+    count = len(draft["invoices"])
+    for index, part in enumerate(draft["invoices"], start=1):
+        invoice = Invoice(
+            request_id=request.id, order_pk=order.id, seller_entity_id=seller.id, color="blue",
+            kind=part["kind"], status="ready", serial_no=serial_for(request.id, index, generation + 1),
+            split_index=index, split_count=count, buyer=part["buyer"], seller=part["seller"],
+            total_amount=Decimal(part["total_amount"]), total_tax=Decimal(part["total_tax"]),
+            total=Decimal(part["total"]), remark=part.get("remark"),
+            rules_version=decision.rules_version, rules_fired=list(decision.rules_fired),
+        )
+        for line in part["lines"]:
+            invoice.lines.append(InvoiceLine(
+                seq=line["seq"], kind=line["kind"], source_line_id=line.get("source_line_id"), name=line["name"],
+                display_name=line.get("display_name"), tax_code=line["tax_code"], short_name=line.get("short_name"),
+                spec=line.get("spec"), unit=line.get("unit"),
+                quantity=Decimal(line["quantity"]) if line.get("quantity") else None,
+                unit_price=Decimal(line["unit_price"]) if line.get("unit_price") else None,
+                amount=Decimal(line["amount"]), tax_rate=Decimal(line["tax_rate"]),
+                tax_treatment=line.get("tax_treatment"), tax=Decimal(line["tax"]), gross=Decimal(line["gross"]),
+            ))
+        session.add(invoice)
+        session.flush()
+        ledger.record(session, "invoice_composed", order_pk=order.id, request_id=request.id, invoice_id=invoice.id,
+                      to_state="ready", data={"serial_no": invoice.serial_no, "total": part["total"],
+                                              "rules_version": decision.rules_version, "part": f"{index}/{count}"})
+        outbox.add(session, "issue", "issue_invoices", invoice.id, key=f"issue:{invoice.id}")
+    lifecycle.move_request(session, request.id, "issuing", expect="deciding", order_pk=order.id,
+                           reason=None, **{**stamp, "decision": draft["decision"]})
+    return "issuing"
+
+
+# ------------------------------------------------------------------------------------------- issue
+
+
+def invoice_document(invoice: Invoice) -> dict[str, Any]:
+    """The stored invoice as a draft invoice (the exact data that is sent to the provider)."""
+    lines = []
+    for line in invoice.lines:
+        doc = {"seq": line.seq, "kind": line.kind, "name": line.name, "tax_code": line.tax_code,
+               "amount": str(line.amount), "tax_rate": str(line.tax_rate), "tax": str(line.tax),
+               "gross": str(line.gross)}
+        for key in ("source_line_id", "display_name", "short_name", "spec", "unit", "tax_treatment"):
+            if getattr(line, key):
+                doc[key] = getattr(line, key)
+        if line.quantity is not None:
+            doc["quantity"] = format(line.quantity.normalize(), "f")
+        if line.unit_price is not None:
+            doc["unit_price"] = format(line.unit_price, "f")
+        lines.append(doc)
+    from app.engine.words import amount_in_words
+
+    return {"kind": invoice.kind, "color": invoice.color, "buyer": invoice.buyer, "seller": invoice.seller,
+            "remark": invoice.remark or "", "lines": lines, "total_amount": str(invoice.total_amount),
+            "total_tax": str(invoice.total_tax), "total": str(invoice.total),
+            "total_in_words": amount_in_words(invoice.total)}
+
+
+def pause_status(session: Session) -> GatewayStatus | None:
+    status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == SCOPE))
+    return status if status is not None and status.paused else None
+
+
+def pause(session: Session, code: str, reason: str, actor: str = "system") -> None:
+    status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == SCOPE))
+    if status is None:
+        status = GatewayStatus(scope=SCOPE)
+        session.add(status)
+    if status.paused and status.pause_code == code:
+        return
+    status.paused, status.pause_code, status.pause_reason, status.paused_at = True, code, reason[:500], utcnow()
+    ledger.record(session, "issuing_paused", actor=actor, data={"code": code, "reason": reason[:500]})
+    log.warning("issuing paused (%s): %s", code, reason)
+
+
+def resume(session: Session, actor: str) -> bool:
+    """Operations confirm the cause is gone (e.g. the tax-bureau login was renewed)."""
+    status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == SCOPE))
+    if status is None or not status.paused:
+        return False
+    ledger.record(session, "issuing_resumed", actor=actor, data={"code": status.pause_code})
+    status.paused, status.resumed_at, status.resumed_by = False, utcnow(), actor
+    _queue_backlog(session, limit=None)
+    return True
+
+
+def issue_invoices(invoice_ids: Iterable[int], now: datetime | None = None) -> Outcome:
+    """ready → issuing (committed) → call → pending | unknown | ready (backoff) | failed."""
+    outcome = Outcome()
+    settings = queues.current_settings()
+    claimed: list[tuple[int, IssueRequest, SellerEntity | None]] = []
+    with db.transaction() as session:
+        if pause_status(session):
+            outcome.bump("paused")
+            return outcome
+        now = now or utcnow()
+        invoices = session.scalars(select(Invoice).where(Invoice.id.in_([int(i) for i in invoice_ids]))
+                                   .order_by(Invoice.id)).all()
+        for invoice in invoices:
+            if invoice.status != "ready" or (invoice.next_attempt_at and invoice.next_attempt_at > now):
+                outcome.bump("skipped")
+                continue
+            request = IssueRequest.from_draft_invoice(invoice.serial_no, invoice_document(invoice))
+            seller = session.get(SellerEntity, invoice.seller_entity_id) if invoice.seller_entity_id else None
+            lifecycle.move_invoice(session, invoice, "issuing", expect="ready",
+                                   data={"serial_no": invoice.serial_no, "attempt": invoice.attempts + 1})
+            claimed.append((invoice.id, request, seller))
+    # The serials and the issuing state are committed before any call leaves this process.
+    accepted: list[int] = []
+    transient_streak = 0
+    for position, (invoice_id, request, seller) in enumerate(claimed):
+        try:
+            result = gateway_for(seller, settings).issue(request)
+        except GatewayPaused as exc:
+            with db.transaction() as session:
+                code = "auth_expired" if isinstance(exc, AuthExpired) else "paused"
+                pause(session, code, str(exc))
+                for pending_id, _, _ in claimed[position:]:
+                    lifecycle.move_invoice(session, pending_id, "ready", expect="issuing", reason=str(exc)[:200])
+            outcome.bump("paused", len(claimed) - position)
+            return outcome
+        except OutcomeUnknown as exc:
+            with db.transaction() as session:
+                lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing", reason=str(exc)[:200],
+                                       next_attempt_at=utcnow() + TIMING.first_poll)
+            outcome.bump("unknown")
+            continue
+        except TransientGatewayError as exc:
+            transient_streak += 1
+            _retry_later(invoice_id, exc, outcome)
+            if transient_streak >= OUTAGE_THRESHOLD:
+                with db.transaction() as session:
+                    pause(session, "outage", f"{transient_streak} consecutive transient failures: {exc}")
+                    for pending_id, _, _ in claimed[position + 1:]:
+                        lifecycle.move_invoice(session, pending_id, "ready", expect="issuing",
+                                               reason="provider outage")
+                return outcome
+            continue
+        except CreditExhausted as exc:
+            with db.transaction() as session:
+                pause(session, "credit", f"monthly credit (授信额度) exhausted: {exc}")
+                for pending_id, _, _ in claimed[position:]:
+                    lifecycle.move_invoice(session, pending_id, "ready", expect="issuing", reason="credit exhausted")
+            outcome.bump("paused", len(claimed) - position)
+            return outcome
+        except PermanentGatewayError as exc:
+            with db.transaction() as session:
+                _fail(session, invoice_id, f"{exc.code}: {exc}", expect="issuing")
+            outcome.bump("failed")
+            continue
+        transient_streak = 0
+        with db.transaction() as session:
+            lifecycle.move_invoice(session, invoice_id, "pending", expect="issuing",
+                                   provider_ref=result.provider_serial,
+                                   data={"provider_serial": result.provider_serial, "duplicate": result.duplicate})
+        accepted.append(invoice_id)
+        outcome.bump("accepted")
+    if accepted:
+        polled = poll_invoices(accepted)
+        for key, n in polled.counts.items():
+            outcome.bump(f"poll_{key}", n)
+    return outcome
+
+
+def _retry_later(invoice_id: int, exc: TaxGatewayError, outcome: Outcome) -> None:
+    with db.transaction() as session:
+        invoice = session.get(Invoice, invoice_id)
+        attempts = invoice.attempts + 1
+        if attempts >= MAX_TRANSIENT_ATTEMPTS:
+            _fail(session, invoice_id, f"gave up after {attempts} transient failures: {exc}", expect="issuing")
+            outcome.bump("failed")
+            return
+        retry_after = getattr(exc, "retry_after", None)
+        lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing", reason=str(exc)[:200],
+                               attempts=attempts, next_attempt_at=utcnow() + backoff(attempts, retry_after))
+    outcome.bump("retry")
+
+
+def _fail(session: Session, invoice_id: int, reason: str, *, expect: str) -> None:
+    lifecycle.move_invoice(session, invoice_id, "failed", expect=expect, reason=reason[:500],
+                           failure_reason=reason[:500], next_attempt_at=None)
+    invoice = session.get(Invoice, invoice_id)
+    try:
+        lifecycle.move_request(session, invoice.request_id, "failed", expect="issuing",
+                               reason=f"invoice {invoice.serial_no} failed: {reason}"[:500])
+    except InvalidTransition:
+        pass  # another part of the same order failed first
+
+
+# -------------------------------------------------------------------------------------------- poll
+
+
+def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
+    """Ask the provider by serial: pending | unknown | issuing(stuck) → issued | pending | failed | ready."""
+    outcome = Outcome()
+    settings = queues.current_settings()
+    with db.transaction() as session:
+        rows = session.execute(
+            select(Invoice.id, Invoice.serial_no, Invoice.status, Invoice.seller_entity_id, Invoice.attempts)
+            .where(Invoice.id.in_([int(i) for i in invoice_ids]),
+                   Invoice.status.in_(("pending", "unknown", "issuing")))
+        ).all()
+        sellers = {r.seller_entity_id: session.get(SellerEntity, r.seller_entity_id) for r in rows
+                   if r.seller_entity_id}
+    for row in rows:
+        seller = sellers.get(row.seller_entity_id)
+        try:
+            result = gateway_for(seller, settings).query(row.serial_no)
+        except NotFound:
+            if row.status == "pending":
+                outcome.bump("lost_pending")  # accepted but unknown now: keep asking, never resend
+                _poll_later(row.id, row.status, row.attempts)
+                continue
+            with db.transaction() as session:
+                # The provider never got it: sending the same serial again is safe.
+                lifecycle.move_invoice(session, row.id, "ready", expect=row.status,
+                                       reason="provider has no record of this serial", next_attempt_at=None)
+                outbox.add(session, "issue", "issue_invoices", row.id, key=f"issue:{row.id}")
+            outcome.bump("resend")
+            continue
+        except TaxGatewayError as exc:
+            outcome.bump("query_failed")
+            log.info("query %s failed: %s", row.serial_no, exc)
+            _poll_later(row.id, row.status, row.attempts)
+            continue
+        if result.status == IssueStatus.ISSUED:
+            with db.transaction() as session:
+                _mark_issued(session, row.id, row.status, result)
+            outcome.bump("issued")
+        elif result.status == IssueStatus.FAILED:
+            with db.transaction() as session:
+                _fail(session, row.id, f"{result.error_code}: {result.error_reason}", expect=row.status)
+            outcome.bump("failed")
+        else:
+            _poll_later(row.id, row.status, row.attempts, to="pending")
+            outcome.bump("pending")
+    return outcome
+
+
+def _poll_later(invoice_id: int, status: str, attempts: int, to: str | None = None) -> None:
+    with db.transaction() as session:
+        when = utcnow() + backoff(attempts + 1)
+        if to and to != status:
+            lifecycle.move_invoice(session, invoice_id, to, expect=status, next_attempt_at=when)
+        else:
+            session.execute(Invoice.__table__.update().where(Invoice.id == invoice_id, Invoice.status == status)
+                            .values(next_attempt_at=when, attempts=Invoice.attempts + 1))
+
+
+def _mark_issued(session: Session, invoice_id: int, status: str, result) -> None:
+    lifecycle.move_invoice(session, invoice_id, "issued", expect=status, number=result.number,
+                           issued_at=result.issued_at or utcnow(), next_attempt_at=None,
+                           data={"number": result.number, "provider_serial": result.provider_serial})
+    invoice = session.get(Invoice, invoice_id)
+    open_parts = session.query(Invoice).filter(Invoice.request_id == invoice.request_id, Invoice.color == "blue",
+                                               Invoice.status.notin_(("issued", "delivering", "delivered",
+                                                                      "cancelled"))).count()
+    if open_parts == 0:
+        try:
+            lifecycle.move_request(session, invoice.request_id, "issued", order_pk=invoice.order_pk)
+        except InvalidTransition:
+            pass
+
+
+# -------------------------------------------------------------------------------------------- tick
+
+
+def _queue_backlog(session: Session, limit: int | None = 2000) -> int:
+    """Queue ready invoices that are due, oldest first (drains a backlog in order)."""
+    now = utcnow()
+    query = (select(Invoice.id, Invoice.state_version).where(Invoice.status == "ready")
+             .where((Invoice.next_attempt_at.is_(None)) | (Invoice.next_attempt_at <= now))
+             .order_by(Invoice.id))
+    rows = session.execute(query.limit(limit) if limit else query).all()
+    for row in rows:
+        outbox.add(session, "issue", "issue_invoices", row.id, key=f"issue:{row.id}:{row.state_version}")
+    return len(rows)
+
+
+def tick(now: datetime | None = None) -> Outcome:
+    """Periodic: re-dispatch the outbox, retry due work, poll results, recover stuck work,
+    wake waiting requests. Everything it needs is in the database, so a flushed Redis only
+    delays work."""
+    outcome = Outcome()
+    now = now or utcnow()
+    try:
+        outcome.bump("outbox_dispatched", outbox.dispatch_pending(older_than=TIMING.outbox_grace))
+    except Exception:
+        log.warning("outbox dispatch failed (Redis down?)", exc_info=True)
+    with db.transaction() as session:
+        status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == SCOPE))
+        paused = status is not None and status.paused
+        if paused and status.pause_code in ("outage",):
+            if _probe(session):
+                resume(session, actor="system:probe")
+                paused = False
+        if not paused:
+            stale = session.execute(
+                select(Invoice.id, Invoice.state_version).where(Invoice.status == "ready")
+                .where(((Invoice.next_attempt_at.is_not(None)) & (Invoice.next_attempt_at <= now))
+                       | ((Invoice.next_attempt_at.is_(None)) & (Invoice.updated_at <= now - TIMING.stale_ready)))
+                .order_by(Invoice.id).limit(2000)
+            ).all()
+            for row in stale:
+                outbox.add(session, "issue", "issue_invoices", row.id, key=f"issue:{row.id}:{row.state_version}")
+            outcome.bump("retry_queued", len(stale))
+        due_polls = session.execute(
+            select(Invoice.id, Invoice.state_version).where(Invoice.status.in_(("pending", "unknown")))
+            .where((Invoice.next_attempt_at.is_(None)) | (Invoice.next_attempt_at <= now))
+            .order_by(Invoice.id).limit(2000)
+        ).all()
+        for row in due_polls:
+            outbox.add(session, "issue", "poll_invoices", row.id, key=f"poll:{row.id}:{row.state_version}")
+        outcome.bump("polls_queued", len(due_polls))
+        stuck = session.scalars(select(Invoice.id).where(Invoice.status == "issuing",
+                                                         Invoice.updated_at <= now - TIMING.stuck_issuing)).all()
+        for invoice_id in stuck:
+            # A worker died between the commit and the answer: ask, never resend.
+            lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing",
+                                   reason="no answer recorded (worker stopped?)", next_attempt_at=now)
+            outbox.add(session, "issue", "poll_invoices", invoice_id, key=f"poll:{invoice_id}:stuck")
+        outcome.bump("stuck_recovered", len(stuck))
+        undecided = session.scalars(
+            select(InvoiceRequest.id).where(
+                ((InvoiceRequest.status == "waiting") & (InvoiceRequest.issue_after <= now))
+                | ((InvoiceRequest.status == "received") & (InvoiceRequest.updated_at <= now - TIMING.stale_undecided))
+            ).order_by(InvoiceRequest.id).limit(5000)
+        ).all()
+        for request_id in undecided:
+            outbox.add(session, "decide", "decide_requests", request_id, key=f"decide:{request_id}")
+        outcome.bump("decisions_queued", len(undecided))
+    return outcome
+
+
+def _probe(session: Session) -> bool:
+    """Is the provider back? A cheap call (remaining credit) on the default account."""
+    settings = queues.current_settings()
+    seller = session.scalar(select(SellerEntity).order_by(SellerEntity.id).limit(1))
+    try:
+        credit = gateway_for(seller, settings).remaining_credit()
+    except TaxGatewayError:
+        return False
+    status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == SCOPE))
+    if status is not None:
+        status.credit_remaining, status.credit_checked_at = credit, utcnow()
+    return True
+
+
+def retry_failed(session: Session, invoice_id: int, actor: str) -> None:
+    """Operations: send a failed invoice again (same serial: the provider will not duplicate)."""
+    invoice = session.get(Invoice, invoice_id)
+    lifecycle.move_invoice(session, invoice_id, "ready", expect="failed", actor=actor, attempts=0,
+                           next_attempt_at=None, failure_reason=None)
+    try:
+        lifecycle.move_request(session, invoice.request_id, "issuing", expect="failed", actor=actor)
+    except InvalidTransition:
+        pass
+    outbox.add(session, "issue", "issue_invoices", invoice_id, key=f"issue:{invoice_id}")
+
+
+def redecide(session: Session, request_id: int, actor: str) -> None:
+    """Operations / CS: decide a held, skipped or failed request again (after fixing data)."""
+    request = session.get(InvoiceRequest, request_id)
+    if request.status not in ("held", "skipped", "failed", "waiting"):
+        raise InvalidTransition(Problem(
+            "status", "invalid_transition",
+            f"request {request_id} is {request.status}; only held, skipped, failed or waiting requests are decided again"))
+    outbox.add(session, "decide", "decide_requests", request_id, key=f"decide:{request_id}")
+    ledger.record(session, "redecide_requested", order_pk=request.order_pk, request_id=request_id, actor=actor)
+

@@ -1,0 +1,70 @@
+"""Preview an order exactly as it would be issued (the API, the CLI and the web page share it).
+
+- Configured shop, caller allowed to see it: the merchant's seller entity, shop options and
+  published rules apply (``seller`` / ``options`` given in the call override them).
+- Otherwise (unknown shop, anonymous caller, no database yet): stateless — ``seller`` is
+  required and the shipped default rules decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from app.errors import Problem, ValidationFailed
+
+STAFF = ("admin", "tax_specialist", "operations", "auditor", "cs_agent")
+
+
+def _may_see(user: Any, shop) -> bool:
+    if user is None:
+        return True  # the local CLI operator owns the database
+    if not getattr(user, "is_authenticated", False):
+        return False
+    return user.has_role(*STAFF) or (user.has_role("merchant") and user.merchant_id == shop.merchant_id)
+
+
+def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
+                  *, user: Any = None, session=None, use_database: bool = True,
+                  now: datetime | None = None) -> dict[str, Any]:
+    """The draft for ``order``; raises ``ValidationFailed`` on bad input (never another error)."""
+    from app.engine.contract import validate_order
+    from app.engine.shop_context import compose_for, decide_for, find_shop
+
+    if not isinstance(order, Mapping):
+        raise ValidationFailed(Problem("order", "invalid", "an order must be a JSON object"))
+    if seller is not None and not isinstance(seller, Mapping):
+        raise ValidationFailed(Problem("seller", "invalid", "seller must be an object"))
+    if options is not None and not isinstance(options, Mapping):
+        raise ValidationFailed(Problem("options", "invalid", "options must be an object"))
+    problems = validate_order(dict(order))
+    if problems:
+        raise ValidationFailed([Problem(f"order.{p.path}" if p.path else "order", p.code, p.message)
+                                for p in problems])
+    shop = None
+    if use_database and (user is None or getattr(user, "is_authenticated", False)):
+        if session is None:
+            from app import db
+
+            session = db.session
+        try:
+            shop = find_shop(session, order)
+        except (OperationalError, ProgrammingError):
+            session.rollback()  # no database yet: stateless preview
+            session = None
+        if shop is not None and not _may_see(user, shop):
+            shop = None
+    else:
+        session = None
+    if shop is None:
+        if seller is None:
+            raise ValidationFailed(Problem("seller", "required",
+                                           "required when the order's shop is not configured in Kaipiao"))
+        session_for_rules = None
+    else:
+        session_for_rules = session
+    decision = decide_for(session_for_rules, order, shop, now=now)
+    return compose_for(session_for_rules, dict(order), shop, decision, seller=seller, options=options)

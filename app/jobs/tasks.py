@@ -1,0 +1,45 @@
+"""RQ jobs: one-line wrappers over services; they take ids, never ORM objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.engine import pipeline
+
+
+def decide_requests(request_ids: list[int]) -> dict[str, Any]:
+    return pipeline.decide_requests(request_ids).counts
+
+
+def issue_invoices(invoice_ids: list[int]) -> dict[str, Any]:
+    return pipeline.issue_invoices(invoice_ids).counts
+
+
+def poll_invoices(invoice_ids: list[int]) -> dict[str, Any]:
+    return pipeline.poll_invoices(invoice_ids).counts
+
+
+def tick() -> dict[str, Any]:
+    return pipeline.tick().counts
+
+
+def seal_ledger() -> int:
+    from app import db, ledger
+
+    with db.transaction() as session:
+        return ledger.seal(session)
+
+
+def check_deadlines() -> dict[str, Any]:
+    from app.engine.deadlines import check_deadlines as run
+
+    return run()
+
+
+# Periodic work registered with RQ's cron scheduler (`kaipiao scheduler`).
+PERIODIC: tuple[tuple[str, str, int], ...] = (
+    # (function, queue, interval in seconds)
+    ("app.jobs.tasks.tick", "periodic", 1),
+    ("app.jobs.tasks.seal_ledger", "periodic", 5),
+    ("app.jobs.tasks.check_deadlines", "periodic", 300),
+)
