@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import requests
 
-from app.integrations.tax.base import IssueRequest, TaxGateway
+from app.integrations.tax.base import IssueRequest, IssueResult, IssueStatus, TaxGateway
 from app.integrations.tax.nuonuo import NuonuoGateway
 from app.integrations.tax.sandbox_gateway import SandboxGateway
 
@@ -80,3 +81,12 @@ class Sandbox:
         return NuonuoGateway(app_key=APP_KEY, app_secret=APP_SECRET, user_tax=SELLER_TAX_ID,
                              services_url=f"{self.url}/open/v1/services", token_url=f"{self.url}/accessToken",
                              clerk="测试", connect_timeout=2, read_timeout=read_timeout)
+
+
+def wait_issued(gateway: TaxGateway, serial_no: str, timeout: float = 5.0) -> IssueResult:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = gateway.query(serial_no)
+        if result.status != IssueStatus.PENDING or time.monotonic() > deadline:
+            return result
+        time.sleep(0.05)

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from tax_helpers import ENTERPRISE_BUYER, WORKED_INVOICE, draft_invoice, issue_request
+from tax_helpers import ENTERPRISE_BUYER, WORKED_INVOICE, draft_invoice, issue_request, wait_issued
 
 from app.integrations.tax.base import (
     TZ_CN,
@@ -18,15 +18,6 @@ from app.integrations.tax.base import (
     NotFound,
     PermanentGatewayError,
 )
-
-
-def wait_issued(gateway, serial_no: str, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = gateway.query(serial_no)
-        if result.status != IssueStatus.PENDING or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 def test_issue_then_query_gives_a_20_digit_number(any_sandbox) -> None:

@@ -299,7 +299,9 @@ def _nn_red_lines(detail: Any) -> list[dict[str, Any]] | None:
 
 def _nn_result_item(result: dict[str, Any], payload: dict[str, Any] | None, with_detail: bool) -> dict[str, Any]:
     status = {"pending": "20", "issued": nn.STATUS_ISSUED, "failed": "22"}[result["status"]]
-    status_msg = {"20": "开票中", "2": "开票完成（最终状态）", "22": "开票失败"}[status]
+    if (result.get("error") or {}).get("code") == "ISSUE_FAILED":
+        status = "24"  # the injected bureau failure is retryable, like 开票成功签章失败
+    status_msg = {"20": "开票中", "2": "开票完成（最终状态）", "22": "开票失败", "24": "开票成功签章失败"}[status]
     issued_ms = None
     if result.get("issued_at"):
         issued_ms = int(datetime.fromisoformat(result["issued_at"]).timestamp() * 1000)
