@@ -325,7 +325,7 @@ def semantic_problems(order: Order) -> list[Problem]:
             add(Problem(f"{here}.discount", "discount_too_large",
                         f"discounts {off} are larger than the line ({gross})"))
         if line.tax_treatment not in (None, "taxable") and line.tax_rate:
-            add(Problem(f"{here}.tax_rate", "invalid", f"a {line.tax_treatment} line has rate 0"))
+            add(Problem(f"{here}.tax_rate", "invalid", f"must be 0 for a {line.tax_treatment} line"))
         if not line.is_gift:
             discountable += max(gross - off, _ZERO)
     for name in ("shipping_fee", "order_discount", "platform_discount", "stored_value_paid",

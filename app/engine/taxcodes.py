@@ -254,7 +254,7 @@ def check_code_rate(
                 Problem(f"{path}.tax_rate", "rate_not_allowed", "a taxable line needs a rate above 0")
             )
     elif rate:
-        raise ValidationFailed(Problem(f"{path}.tax_rate", "rate_not_allowed", f"a {treatment} line has rate 0"))
+        raise ValidationFailed(Problem(f"{path}.tax_rate", "rate_not_allowed", f"must be 0 for a {treatment} line"))
     if rate not in code.rates:
         allowed = ", ".join(format(r, "f") for r in code.rates)
         raise ValidationFailed(

@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.engine.money import allocate, fmt_money, fmt_rate, q2, separate, separate_exact, to_decimal, unit_price
+from app.engine.money import (
+    allocate,
+    fmt_money,
+    fmt_rate,
+    q2,
+    separate,
+    separate_exact,
+    to_decimal,
+    unit_price,
+)
 
 ENGINE = Path(__file__).resolve().parents[2] / "app" / "engine"
 
