@@ -303,9 +303,10 @@ class _Composer:
         mode = self.opts.gift_mode
         kept = []
         for item in items:
-            if item.gift and not item.list_gross:
-                self.warn("gift_without_price",
-                          f"gift line {item.line.line_id} has no list price and is left off the invoice")
+            if not item.list_gross:
+                # zero-amount lines are refused by some systems (§6.5) and invoice nothing
+                code = "gift_without_price" if item.gift else "zero_line"
+                self.warn(code, f"line {item.line.line_id} has no price and is left off the invoice")
                 continue
             if item.gift and mode == "omit":
                 self.warn("gift_omitted", f"gift line {item.line.line_id} is omitted; an unpaid gift may be "
@@ -341,20 +342,26 @@ class _Composer:
         self.warn(f"{what}_truncated", f"{path} cut to {limit} characters")
         return text[:limit]
 
-    def shipping_tax(self, items: list[_Item]) -> ResolvedTax | None:
+    def shipping_tax(self) -> ResolvedTax | None:
         opt = self.opts.shipping
-        goods = [it for it in items if not it.gift] or items
-        main = max(goods, key=lambda it: it.list_gross)  # first of the largest: mixed sale §4.3
         if opt.tax_code is not None:
             resolved = self.resolver.resolve_code(opt.tax_code, opt.tax_rate, None, "options.shipping")
-        elif main.tax is None:
-            return None
-        elif opt.tax_rate is not None:
-            resolved = self.resolver.resolve_code(main.tax.code.code, opt.tax_rate, None, "options.shipping")
         else:
-            return ResolvedTax(main.tax.code, main.tax.rate, main.tax.treatment, None, "main_goods")
+            # mixed sale (§4.3): freight follows the order's main goods, the largest line as
+            # ordered (first of equals), whatever was refunded or dropped since
+            lines = self.order.lines
+            goods = [i for i, ln in enumerate(lines) if not ln.is_gift] or list(range(len(lines)))
+            index = max(goods, key=lambda i: lines[i].list_gross)
+            main = self.resolver.resolve(lines[index], f"lines[{index}]")
+            if isinstance(main, Unresolved):
+                resolved = main
+            elif opt.tax_rate is not None:
+                resolved = self.resolver.resolve_code(main.code.code, opt.tax_rate, None, "options.shipping")
+            else:
+                return ResolvedTax(main.code, main.rate, main.treatment, None, "main_goods")
         if isinstance(resolved, Unresolved):
-            self.holds.append(_reason(resolved.code, resolved.message))
+            if _reason(resolved.code, resolved.message) not in self.holds:
+                self.holds.append(_reason(resolved.code, resolved.message))
             return None
         return resolved
 
@@ -519,7 +526,7 @@ def compose_draft(
         return draft
 
     resolved = composer.resolve(items)
-    shipping_tax = composer.shipping_tax(items) if shipping else None
+    shipping_tax = composer.shipping_tax() if shipping else None
     buyer = _buyer(parsed, composer)
     kind = opts.kind or (parsed.invoice_request.kind if parsed.invoice_request else "normal")
     _kind_holds(kind, buyer, items, composer)
