@@ -44,9 +44,11 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def _sqlite_begin(conn) -> None:
-    # IMMEDIATE: take the write lock up front (waiting up to busy_timeout) so two processes
-    # never both read-then-write and fail with SQLITE_BUSY_SNAPSHOT.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Units of work (``transaction()``) take the write lock up front (waiting up to
+    # busy_timeout), so two processes never both read-then-write and fail with
+    # SQLITE_BUSY_SNAPSHOT; plain reads (web pages) stay deferred and never block writers.
+    immediate = conn.get_execution_options().get("kaipiao_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -89,6 +91,8 @@ def get_engine() -> Engine:
 def transaction() -> Iterator[Session]:
     """A unit of work in its own session: commit on success, roll back on error."""
     s = SessionFactory()
+    if s.get_bind().dialect.name == "sqlite":
+        s.connection(execution_options={"kaipiao_write": True})
     try:
         yield s
         s.commit()
