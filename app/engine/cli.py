@@ -30,6 +30,23 @@ def _read_json(path: Path | None, what: str) -> Any:
         _emit_errors([Problem(what, "unreadable", f"{path}: {exc}")])
 
 
+def _database_session():
+    """A session on the configured database if one exists (never creates a SQLite file)."""
+    from pathlib import Path as _Path
+
+    from app import crypto, db
+    from app.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.is_sqlite:
+        path = settings.database_url.split("///", 1)[-1]
+        if not path or not _Path(path).exists():
+            return None
+    crypto.configure(settings.encryption_key)
+    db.configure(settings.database_url)
+    return db.SessionFactory()
+
+
 @click.command("preview")
 @click.argument("order_file", metavar="ORDER.json", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--seller", "seller_file", type=click.Path(path_type=Path, dir_okay=False),
@@ -37,16 +54,24 @@ def _read_json(path: Path | None, what: str) -> Any:
 @click.option("--options", "options_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Compose options JSON (discount_mode, gift_mode, max_lines, ...).")
 def preview_command(order_file: Path, seller_file: Path | None, options_file: Path | None) -> None:
-    """Print the invoice draft for ORDER.json (exit 0) or its errors (exit 2)."""
-    from app.engine.preview import preview
+    """Print the invoice draft for ORDER.json (exit 0) or its errors (exit 2).
+
+    When a Kaipiao database exists and knows the order's shop, the merchant's seller entity
+    and published rules apply (--seller / --options override them); otherwise the preview is
+    stateless with the shipped default rules, and --seller is required."""
+    from app.engine.preview_service import preview_order
 
     order = _read_json(order_file, "order")
     seller = _read_json(seller_file, "seller")
     options = _read_json(options_file, "options")
+    session = _database_session()
     try:
-        draft = preview(order, seller, options)
+        draft = preview_order(order, seller, options, user=None, session=session, use_database=session is not None)
     except ValidationFailed as exc:
         _emit_errors(exc.problems)
+    finally:
+        if session is not None:
+            session.close()
     click.echo(json.dumps(draft, ensure_ascii=False, indent=2))
 
 
@@ -66,6 +91,28 @@ def taxcodes_check(file: Path) -> None:
     except ValidationFailed as exc:
         _emit_errors(exc.problems)
     click.echo(json.dumps({"codes": len(catalogue), "version": catalogue.version}, ensure_ascii=False))
+
+
+@taxcodes_group.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--version", "version", default=None, help="catalogue version label (default: the file name)")
+def taxcodes_import(file: Path, version: str | None) -> None:
+    """Load a catalogue file into the database (upsert by code); errors name the row and field."""
+    from app import crypto, db
+    from app.engine.catalogue import import_catalogue
+    from app.engine.taxcodes import load_catalogue
+    from app.settings import Settings
+
+    try:
+        catalogue = load_catalogue(file)
+    except ValidationFailed as exc:
+        _emit_errors(exc.problems)
+    settings = Settings.from_env()
+    crypto.configure(settings.encryption_key)
+    db.configure(settings.database_url)
+    with db.transaction() as session:
+        count = import_catalogue(session, catalogue, version=version or catalogue.version)
+    click.echo(json.dumps({"imported": count, "version": version or catalogue.version}, ensure_ascii=False))
 
 
 def register(group: click.Group) -> None:
