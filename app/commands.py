@@ -114,12 +114,15 @@ def _redacted(url: str) -> str:
 @click.option("--port", default=5000, type=int)
 @click.option("--workers", default=1, type=int, help="RQ worker processes to start")
 @click.option("--no-demo", is_flag=True, help="do not load demo data or generate orders")
+@click.option("--demo-orders", default=200, show_default=True, help="how many demo orders to feed")
+@click.option("--demo-rate", default=2.0, show_default=True, help="demo orders per second")
 @with_appcontext
-def run(host: str, port: int, workers: int, no_demo: bool) -> None:
-    """Run Kaipiao: migrate, (demo data), web app + workers (+ sandbox tax service)."""
+def run(host: str, port: int, workers: int, no_demo: bool, demo_orders: int, demo_rate: float) -> None:
+    """Run Kaipiao: migrate, (demo data), web app + workers + scheduler (+ sandbox tax service)."""
     from app import demo
 
-    demo.run(current_app._get_current_object(), host=host, port=port, workers=workers, demo=not no_demo)
+    demo.run(current_app._get_current_object(), host=host, port=port, workers=workers, demo=not no_demo,
+             demo_orders=demo_orders, demo_rate=demo_rate)
 
 
 def register(group: click.Group) -> None:

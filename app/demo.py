@@ -6,12 +6,7 @@ web app, feeds demo orders, and prints where to look and one login per role.
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,39 +14,9 @@ import click
 from flask import Flask
 
 from app import db
+from app.jobs.processes import Children, kaipiao_cmd
 from app.migrate import upgrade
 from app.redis_conn import redis_url
-
-
-def _kaipiao_cmd() -> list[str]:
-    exe = shutil.which("kaipiao", path=str(Path(sys.executable).parent)) or shutil.which("kaipiao")
-    return [exe] if exe else [sys.executable, "-m", "app.cli"]
-
-
-class Children:
-    """Child processes that die with the demo."""
-
-    def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        atexit.register(self.stop)
-
-    def start(self, name: str, args: list[str], log: Path) -> subprocess.Popen:
-        fh = open(log, "ab")  # noqa: SIM115 - lives as long as the child
-        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy(),
-                                start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
-
-    def stop(self) -> None:
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        self.procs.clear()
 
 
 def available_commands() -> set[str]:
@@ -60,7 +25,8 @@ def available_commands() -> set[str]:
     return set(cli.list_commands(None))  # type: ignore[arg-type]
 
 
-def run(app: Flask, *, host: str, port: int, workers: int, demo: bool) -> None:
+def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orders: int = 200,
+        demo_rate: float = 2.0) -> None:
     settings = app.config["KAIPIAO"]
     instance: Path = settings.instance_path
     logs = instance / "logs"
@@ -77,28 +43,32 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool) -> None:
 
     commands = available_commands()
     children = Children()
+    with app.app_context():
+        from app.engine.catalogue import seed_catalogue
+        from app.rules.store import load_shipped_defaults
+
+        seed_catalogue(db.session)  # first start: the shipped 税收分类编码 seed
+        load_shipped_defaults(db.session)  # first start: the shipped rule sets
+        if demo:
+            from app.seed import seed_demo
+
+            seed_demo(db.session, tax_gateway_url=settings.tax_gateway_url)
+        db.session.commit()
     if demo:
-        from app.seed import demo_logins, seed_demo
-
-        with app.app_context():
-            seed_demo(db.session)
-            if "rules" in commands:
-                from app.rules.store import load_shipped_defaults
-
-                load_shipped_defaults(db.session)
-            db.session.commit()
         click.echo("• demo merchant, seller entities, 5 shops and one login per role loaded")
     if "sandbox-tax" in commands and settings.tax_gateway == "sandbox":
-        children.start("sandbox-tax", [*_kaipiao_cmd(), "sandbox-tax", "--db", str(instance / "sandbox-tax.sqlite3")],
+        children.start("sandbox-tax", [*kaipiao_cmd(), "sandbox-tax", "--db", str(instance / "sandbox-tax.sqlite3")],
                        logs / "sandbox-tax.log")
         click.echo(f"• sandbox tax service on {settings.tax_gateway_url} (log: {logs / 'sandbox-tax.log'})")
     if "worker" in commands:
         for i in range(workers):
-            children.start(f"worker-{i}", [*_kaipiao_cmd(), "worker", "--with-scheduler"], logs / f"worker-{i}.log")
-        click.echo(f"• {workers} RQ worker(s) started (logs in {logs})")
-    if demo and "demo-feed" in commands:
-        children.start("demo-feed", [*_kaipiao_cmd(), "demo-feed"], logs / "demo-feed.log")
-        click.echo("• demo orders are being synced from the sandbox shops")
+            children.start(f"worker-{i}", [*kaipiao_cmd(), "worker"], logs / f"worker-{i}.log")
+        children.start("scheduler", [*kaipiao_cmd(), "scheduler"], logs / "scheduler.log")
+        click.echo(f"• {workers} RQ worker(s) and the periodic scheduler started (logs in {logs})")
+    if demo:
+        children.start("demo-feed", [*kaipiao_cmd(), "orders", "generate", "--rate", str(demo_rate),
+                                     "--count", str(demo_orders)], logs / "demo-feed.log")
+        click.echo(f"• {demo_orders} demo orders are being fed into the sandbox shops ({demo_rate}/s)")
 
     click.echo("")
     click.echo(f"Kaipiao is running: http://{host}:{port}/   (admin: http://{host}:{port}/admin/)")

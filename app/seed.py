@@ -36,7 +36,7 @@ def demo_logins() -> list[DemoLogin]:
     return [DemoLogin(role, f"demo_{role}", f"{role}{DEMO_PASSWORD_SUFFIX}") for role in ROLES]
 
 
-def seed_demo(session: Session) -> Merchant:
+def seed_demo(session: Session, tax_gateway_url: str | None = None) -> Merchant:
     merchant = session.query(Merchant).filter_by(name=DEMO_MERCHANT).one_or_none()
     if merchant is None:
         merchant = Merchant(name=DEMO_MERCHANT)
@@ -44,8 +44,15 @@ def seed_demo(session: Session) -> Merchant:
         session.flush()
     main = _seller(session, merchant, "main", DEMO_MERCHANT, "91110000600037341L", default=True,
                    address="杭州市西湖区文三路 1 号", phone="0571-88888888", province="33")
-    _seller(session, merchant, "books", "杭州青禾图书有限公司", "91330106MA2B3C4D5E", default=False,
+    _seller(session, merchant, "books", "杭州青禾图书有限公司", "91330106MA2B3C4D5D", default=False,
             address="杭州市拱墅区 2 号", phone="0571-66666666", province="33")
+    if tax_gateway_url:
+        # The sandbox tax service's own defaults (not secrets); stored encrypted like real ones.
+        creds = json.dumps({"provider": "sandbox", "url": tax_gateway_url, "app_key": "sandbox-app",
+                            "app_secret": "sandbox-secret"})
+        for seller in session.query(SellerEntity).filter_by(merchant_id=merchant.id):
+            if not seller.tax_credentials:
+                seller.tax_credentials = creds
     for platform, code, name in DEMO_SHOPS:
         shop = session.query(Shop).filter_by(platform=platform, shop_code=code).one_or_none()
         if shop is None:

@@ -56,16 +56,30 @@ OUTAGE_THRESHOLD = 5  # consecutive transient failures in one batch that mean "p
 
 @dataclass
 class Timing:
-    """Knobs the tick uses; tests and the chaos run shorten them."""
+    """Knobs of retries and recovery; ``KAIPIAO_TIMING_<NAME>`` (seconds) overrides each,
+    which the chaos test and the benchmarks use to shorten them."""
 
     stuck_issuing: timedelta = timedelta(seconds=120)
     stale_undecided: timedelta = timedelta(seconds=60)
     stale_ready: timedelta = timedelta(seconds=30)
     outbox_grace: timedelta = timedelta(seconds=2)
     first_poll: timedelta = timedelta(milliseconds=500)
+    max_backoff: timedelta = timedelta(seconds=300)
+
+    @classmethod
+    def from_env(cls) -> Timing:
+        import os
+        from dataclasses import fields
+
+        timing = cls()
+        for f in fields(cls):
+            value = os.environ.get(f"KAIPIAO_TIMING_{f.name.upper()}")
+            if value:
+                setattr(timing, f.name, timedelta(seconds=float(value)))
+        return timing
 
 
-TIMING = Timing()
+TIMING = Timing.from_env()
 
 
 @dataclass
@@ -77,7 +91,7 @@ class Outcome:
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
-    base = min(2 ** max(attempts - 1, 0), 300)
+    base = min(2 ** max(attempts - 1, 0), TIMING.max_backoff.total_seconds())
     seconds = max(base * (0.75 + random.random() / 2), retry_after or 0)
     return timedelta(seconds=seconds)
 
