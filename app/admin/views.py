@@ -9,6 +9,7 @@ from flask_login import current_user
 from wtforms import PasswordField, SelectMultipleField
 
 from app.admin.base import LedgerView, SecureModelView
+from app.admin.operations import OperationsView
 from app.models import (
     AdminAuditLog,
     Invoice,
@@ -194,5 +195,6 @@ def build_views() -> list[Any]:
         InvoiceEventView(InvoiceEvent, name=_l("Invoice log"), category=audit_cat, endpoint="invoice_log"),
         AdminAuditLogView(AdminAuditLog, name=_l("Admin audit log"), category=audit_cat, endpoint="audit_log"),
         JobFailureView(JobFailure, name=_l("Job failures"), category=_l("Operations"), endpoint="job_failures"),
+        OperationsView(name=_l("Pipeline operations"), category=_l("Operations"), endpoint="ops", url="/admin/ops"),
         UserView(User, name=_l("Users"), category=_l("Access"), endpoint="users"),
     ]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from app.models import Invoice, InvoiceLine, SellerEntity
-from app.types import ExactDecimal, Money, from_fen, to_fen
+from app.types import ExactDecimal, from_fen, to_fen
 from tests.factories import gen_merchant
 
 

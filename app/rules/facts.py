@@ -1,0 +1,280 @@
+"""The order fact: a flat, JSON-number-safe view of a contract order that rules test.
+
+durable-rules compares numbers as C doubles, so money is integer fen and rates integer basis
+points; everything is computed here with Decimal. A field whose value is unknown (e.g.
+``days_since_shipped`` before shipment, ``hours_to_deadline`` without a deadline) is *absent*:
+durable-rules evaluates any comparison on an absent field as false (``$neq`` included).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from stdnum.cn import ric, uscc
+
+from app.rules.durations import parse_duration
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+FEN = Decimal("0.01")
+
+# Every fact carries this marker and every compiled condition requires it: durable-rules also
+# matches conditions against its own session-state messages, so a rule that could match
+# "anything" (a bare $nex) re-fires forever without it.
+GUARD_FIELD = "_type"
+GUARD_VALUE = "order"
+
+PLATFORMS = ("taobao", "tmall", "jd", "pdd", "douyin", "kuaishou", "xiaohongshu", "offline", "h5", "other")
+STATUSES = ("created", "paid", "shipped", "received", "completed", "cancelled", "closed")
+TITLE_TYPES = ("personal", "enterprise", "non_enterprise", "none")
+KINDS = ("normal", "special", "none")
+REFUND_STATES = ("none", "partial", "full")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    type: str  # "str" | "enum" | "int" | "bool" | "items"
+    doc: str
+    values: tuple[str, ...] = ()
+
+
+FACT_FIELDS: dict[str, FieldSpec] = {
+    "platform": FieldSpec("enum", "order platform", PLATFORMS),
+    "shop": FieldSpec("str", "shop_id"),
+    "status": FieldSpec("enum", "order status", STATUSES),
+    "has_request": FieldSpec("bool", "the buyer asked for an invoice"),
+    "title_type": FieldSpec("enum", "requested title type; none without a request", TITLE_TYPES),
+    "kind": FieldSpec("enum", "requested kind (normal 普票 / special 专票); none without a request", KINDS),
+    "amount_fen": FieldSpec("int", "what would be invoiced, fen"),
+    "paid_fen": FieldSpec("int", "what the buyer paid, fen (absent when the order does not say)"),
+    "has_tax_id": FieldSpec("bool", "the request carries a tax id"),
+    "tax_id_valid": FieldSpec("bool", "the tax id passes its checksum (USCC / resident id)"),
+    "tax_id_wellformed": FieldSpec("bool", "15/17/18/20 characters of 0-9 A-Z without I O S V Z"),
+    "line_count": FieldSpec("int", "number of order lines"),
+    "has_gift": FieldSpec("bool", "some line is a gift"),
+    "has_platform_discount": FieldSpec("bool", "some platform-funded discount (order or line)"),
+    "refund_state": FieldSpec("enum", "successful refunds: none / partial / full", REFUND_STATES),
+    "refund_pending": FieldSpec("bool", "a refund is pending"),
+    "days_since_paid": FieldSpec("int", "calendar days (Asia/Shanghai) since payment; absent if unpaid"),
+    "days_since_shipped": FieldSpec("int", "calendar days (Asia/Shanghai) since shipment; absent if not shipped"),
+    "hours_to_deadline": FieldSpec("int", "whole hours left before the platform deadline (negative: past); absent without one"),
+    "is_received": FieldSpec("bool", "the buyer confirmed receipt (or the order is completed)"),
+    "title_length": FieldSpec("int", "characters in the requested title (0 without a request)"),
+    "buyer_email_present": FieldSpec("bool", "an e-mail for delivery is known"),
+    "lines": FieldSpec("items", "order lines; test them with $iany / $iall"),
+}
+
+LINE_FIELDS: dict[str, FieldSpec] = {
+    "sku": FieldSpec("str", "line sku ('' when absent)"),
+    "category": FieldSpec("str", "line category ('' when absent)"),
+    "name": FieldSpec("str", "line name"),
+    "rate_bp": FieldSpec("int", "tax rate in basis points (1300 = 13 %); absent when the line gives none"),
+    "gross_fen": FieldSpec("int", "quantity × unit price − merchant discount, fen"),
+    "is_gift": FieldSpec("bool", "gift line"),
+    "has_tax_code": FieldSpec("bool", "the line carries its 19-digit tax code"),
+}
+
+
+@dataclass(frozen=True)
+class OrderTimes:
+    """Event times of an order (aware datetimes) and whether each event happened at all."""
+
+    paid_at: datetime | None
+    shipped_at: datetime | None
+    received_at: datetime | None
+    requested_at: datetime | None
+    paid: bool
+    shipped: bool
+    received: bool
+
+    def happened(self, event: str) -> tuple[bool, datetime | None]:
+        return getattr(self, event), getattr(self, f"{event}_at")
+
+
+_AFTER = {
+    "paid": ("paid", "shipped", "received", "completed"),
+    "shipped": ("shipped", "received", "completed"),
+    "received": ("received", "completed"),
+}
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """ISO 8601 → aware datetime; a naive time is taken as Beijing time (the business clock)."""
+    if not value:
+        return None
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=SHANGHAI)
+
+
+def order_times(order: Mapping[str, Any]) -> OrderTimes:
+    status = order.get("status", "")
+    request = order.get("invoice_request") or {}
+    paid_at, shipped_at, received_at = (parse_time(order.get(f"{e}_at")) for e in ("paid", "shipped", "received"))
+    return OrderTimes(
+        paid_at=paid_at,
+        shipped_at=shipped_at,
+        received_at=received_at,
+        requested_at=parse_time(request.get("requested_at")),
+        paid=paid_at is not None or status in _AFTER["paid"],
+        shipped=shipped_at is not None or status in _AFTER["shipped"],
+        received=received_at is not None or status in _AFTER["received"],
+    )
+
+
+def deadline_at(order: Mapping[str, Any], times: OrderTimes, deadlines: Mapping[str, Any] | None) -> datetime | None:
+    """When the platform's invoicing countdown ends: it runs from the buyer's request (its
+    requested_at, else payment); orders nobody asked an invoice for have no deadline."""
+    if not deadlines or not order.get("invoice_request"):
+        return None
+    limit = deadlines.get(order.get("platform"))
+    if limit is None:
+        return None
+    start = times.requested_at or times.paid_at
+    if start is None:
+        return None
+    return start + (limit if isinstance(limit, timedelta) else parse_duration(limit))
+
+
+def order_fact(order: Mapping[str, Any], now: datetime, deadlines: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The fact rules are evaluated on (see FACT_FIELDS / LINE_FIELDS and docs/rules.md)."""
+    return build_fact(order, now, deadlines)[0]
+
+
+def build_fact(
+    order: Mapping[str, Any], now: datetime, deadlines: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], OrderTimes, datetime | None]:
+    """order_fact plus the parsed times and deadline, which decision building reuses."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    times = order_times(order)
+    request = order.get("invoice_request") or None
+    buyer = order.get("buyer") or {}
+    status = order.get("status", "")
+
+    lines_out: list[dict[str, Any]] = []
+    goods_fen = 0
+    has_gift = False
+    line_platform_discount = False
+    for line in order.get("lines") or ():
+        gross = _fen(_dec(line.get("quantity", "0")) * _dec(line.get("unit_price", "0"))) - _fen_of(line.get("discount"))
+        is_gift = bool(line.get("is_gift", False))
+        has_gift = has_gift or is_gift
+        line_platform_discount = line_platform_discount or _fen_of(line.get("platform_discount")) > 0
+        item: dict[str, Any] = {
+            "sku": line.get("sku", ""),
+            "category": line.get("category", ""),
+            "name": line.get("name", ""),
+            "gross_fen": gross,
+            "is_gift": is_gift,
+            "has_tax_code": bool(line.get("tax_code")),
+        }
+        if line.get("tax_rate") is not None:
+            item["rate_bp"] = int(_dec(line["tax_rate"]) * 10000)
+        lines_out.append(item)
+        if not is_gift:  # gifts are given away: their 100 % discount line nets them to zero
+            goods_fen += gross
+
+    base_fen = (
+        goods_fen
+        - _fen_of(order.get("order_discount"))
+        + _fen_of(order.get("shipping_fee"))
+        - _fen_of(order.get("stored_value_paid"))
+    )
+    refunds = order.get("refunds") or ()
+    refunded_fen = sum(_fen_of(r.get("amount")) for r in refunds if r.get("status") == "success")
+    platform_fen = _fen_of(order.get("platform_discount"))
+    paid_fen = _fen_of(order["paid_amount"]) if order.get("paid_amount") is not None else None
+    # Full refund = the buyer got back what they paid (platform-funded parts were never theirs).
+    paid_basis = paid_fen if paid_fen is not None else base_fen - platform_fen
+    if refunded_fen <= 0:
+        refund_state = "none"
+    elif refunded_fen >= paid_basis:
+        refund_state = "full"
+    else:
+        refund_state = "partial"
+    if order.get("invoice_amount") is not None:
+        amount_fen = _fen_of(order["invoice_amount"])
+    else:
+        amount_fen = max(0, base_fen - refunded_fen)
+
+    tax_id = _compact_tax_id((request or {}).get("tax_id") or "")
+    wellformed = bool(_TAX_ID_SHAPE.match(tax_id))
+    title = (request or {}).get("title") or ""
+    fact: dict[str, Any] = {
+        GUARD_FIELD: GUARD_VALUE,
+        "platform": order.get("platform", ""),
+        "shop": order.get("shop_id", ""),
+        "status": status,
+        "has_request": request is not None,
+        "title_type": request.get("title_type", "none") if request else "none",
+        "kind": request.get("kind", "none") if request else "none",
+        "amount_fen": amount_fen,
+        "has_tax_id": bool(tax_id),
+        "tax_id_valid": wellformed and _tax_id_checksum_ok(tax_id),
+        "tax_id_wellformed": wellformed,
+        "line_count": len(lines_out),
+        "has_gift": has_gift,
+        "has_platform_discount": platform_fen > 0 or line_platform_discount,
+        "refund_state": refund_state,
+        "refund_pending": any(r.get("status") == "pending" for r in refunds),
+        "is_received": times.received,
+        "title_length": len(title),
+        "buyer_email_present": bool((request or {}).get("email") or buyer.get("email")),
+        "lines": lines_out,
+    }
+    if paid_fen is not None:
+        fact["paid_fen"] = paid_fen
+    if times.paid_at is not None:
+        fact["days_since_paid"] = _calendar_days(times.paid_at, now)
+    if times.shipped_at is not None:
+        fact["days_since_shipped"] = _calendar_days(times.shipped_at, now)
+    deadline = deadline_at(order, times, deadlines)
+    if deadline is not None:
+        fact["hours_to_deadline"] = math.floor((deadline - now).total_seconds() / 3600)
+    return fact, times, deadline
+
+
+def _calendar_days(then: datetime, now: datetime) -> int:
+    # Business dates are Beijing dates: paid 23:50 and evaluated 00:10 next day = 1 day.
+    return (now.astimezone(SHANGHAI).date() - then.astimezone(SHANGHAI).date()).days
+
+
+def _dec(value: Any) -> Decimal:
+    if isinstance(value, float):
+        raise TypeError("money and quantities must be decimal strings, not float")
+    return Decimal(str(value))
+
+
+def _fen(value: Decimal) -> int:
+    return int(value.quantize(FEN, rounding=ROUND_HALF_UP) * 100)
+
+
+def _fen_of(value: Any) -> int:
+    return 0 if value is None or value == "" else _fen(_dec(value))
+
+
+# Tax ids (fapiao.md §2). TODO(engine): use app.engine.taxid once it exists, so rules and the
+# engine agree on one definition of "valid".
+_TAX_ID_SHAPE = re.compile(r"^(?:[0-9A-HJ-NP-RT-UW-Y]{15}|[0-9A-HJ-NP-RT-UW-Y]{17,18}|[0-9A-HJ-NP-RT-UW-Y]{20})$")
+_USCC = re.compile(r"^[0-9A-HJ-NP-RT-UW-Y]{2}[0-9]{6}[0-9A-HJ-NP-RT-UW-Y]{10}$")
+
+
+def _compact_tax_id(value: str) -> str:
+    return re.sub(r"[\s-]", "", value).upper()
+
+
+def _tax_id_checksum_ok(tax_id: str) -> bool:
+    """18 characters: a USCC check character (GB 32100; letters allowed in positions 1–2,
+    which stdnum's validate() refuses) or a resident id (natural-person buyers). Other
+    lengths carry no checksum, so being well formed is all that can be checked."""
+    if len(tax_id) != 18:
+        return True
+    if _USCC.match(tax_id) and uscc.calc_check_digit(tax_id[:17]) == tax_id[17]:
+        return True
+    return bool(ric.is_valid(tax_id))
