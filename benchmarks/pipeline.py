@@ -1,0 +1,190 @@
+"""Orders → issued through the sandbox tax service (zero latency) with 2 worker processes.
+
+Figures: invoices per hour at full load (target ≥ 1,000,000/h, i.e. ≥ 280/s) and the latency
+from an order's arrival to issued (p50, p95) at 50 orders/s offered (target p95 ≤ 1 s).
+
+Database: ``KAIPIAO_BENCH_DATABASE_URL``, else a fresh ``kaipiao_bench`` database on the local
+PostgreSQL (127.0.0.1:5432), else a SQLite file. Redis: ``KAIPIAO_BENCH_REDIS_URL``, else the
+local server on 6379 (db 15), else the embedded one. PDF rendering and delivery are measured
+separately (`kaipiao bench pdf`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from _common import header, report
+
+THROUGHPUT_ORDERS = int(os.environ.get("KAIPIAO_BENCH_ORDERS", "6000"))
+LATENCY_RATE = 50
+LATENCY_SECONDS = 20
+WORKERS = int(os.environ.get("KAIPIAO_BENCH_WORKERS", "2"))
+
+
+def _database(tmp: Path) -> str:
+    url = os.environ.get("KAIPIAO_BENCH_DATABASE_URL")
+    if url:
+        return url
+    try:
+        import psycopg
+
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2) as c:
+            c.execute("DROP DATABASE IF EXISTS kaipiao_bench")
+            c.execute("CREATE DATABASE kaipiao_bench")
+        return "postgresql+psycopg://postgres@127.0.0.1:5432/kaipiao_bench"
+    except Exception:
+        return f"sqlite:///{tmp / 'bench.sqlite3'}"
+
+
+def _redis(tmp: Path) -> str:
+    url = os.environ.get("KAIPIAO_BENCH_REDIS_URL")
+    if url:
+        return url
+    import redis
+
+    try:
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/15", socket_connect_timeout=1)
+        client.ping()
+        client.flushdb()
+        return "redis://127.0.0.1:6379/15"
+    except redis.RedisError:
+        from app.redis_conn import ensure_embedded_server
+
+        return ensure_embedded_server(Path(f"/tmp/kp-bench-{os.getpid()}"))
+
+
+def main() -> None:
+    header("pipeline")
+    tmp = Path(tempfile.mkdtemp(prefix="kp-bench-"))
+    db_url, redis_url = _database(tmp), _redis(tmp)
+    print(f"database: {'PostgreSQL' if db_url.startswith('postgres') else 'SQLite'}")
+    os.environ.update({
+        "KAIPIAO_DATABASE_URL": db_url, "KAIPIAO_REDIS_URL": redis_url, "KAIPIAO_INSTANCE_PATH": str(tmp),
+        "KAIPIAO_SECRET_KEY": "bench", "KAIPIAO_ENCRYPTION_KEY": "bench",
+        "KAIPIAO_TIMING_OUTBOX_GRACE": "0.5", "KAIPIAO_TIMING_FIRST_POLL": "0.1",
+    })
+    from sqlalchemy import func, select
+
+    from app import crypto, db
+    from app.engine import pipeline
+    from app.engine.generator import random_order
+    from app.engine.intake import ingest
+    from app.integrations.tax.sandbox.runner import start_sandbox_subprocess
+    from app.jobs import queues
+    from app.jobs.processes import Children, kaipiao_cmd
+    from app.migrate import upgrade
+    from app.models import InvoiceRequest, Merchant, SellerEntity, Shop
+    from app.settings import Settings
+
+    upgrade(db_url)
+    settings = Settings.from_env()
+    crypto.configure(settings.encryption_key)
+    db.configure(db_url)
+    queues.configure(settings)
+    sandbox = start_sandbox_subprocess(tmp / "sandbox.sqlite3", extra_args=["--credit-limit", "999999999999.00"])
+    with db.transaction() as session:
+        merchant = Merchant(name="基准测试商户")
+        session.add(merchant)
+        session.flush()
+        seller = SellerEntity(merchant_id=merchant.id, code="main", name="基准测试商户有限公司",
+                              tax_id="91110000600037341L", is_default=True,
+                              tax_credentials=json.dumps({"provider": "sandbox", "url": sandbox.base_url,
+                                                          "app_key": "sandbox-app", "app_secret": "sandbox-secret"}))
+        session.add(seller)
+        session.flush()
+        session.add(Shop(merchant_id=merchant.id, seller_entity_id=seller.id, platform="tmall", shop_code="bench",
+                         name="基准店", options={}))
+    children = Children()
+    for i in range(WORKERS):
+        children.start(f"w{i}", [*kaipiao_cmd(), "worker", "--name", f"bench-{i}-{time.time_ns()}"],
+                       tmp / f"worker{i}.log")
+    stop = threading.Event()
+
+    def scheduler() -> None:
+        while not stop.wait(0.5):
+            try:
+                pipeline.tick()
+            except Exception as exc:  # keep measuring; the figure will show the damage
+                print(f"tick failed: {exc}")
+
+    threading.Thread(target=scheduler, daemon=True).start()
+    rng = random.Random(1)
+
+    def order(n: int, prefix: str) -> dict:
+        doc = random_order(rng, "tmall", "bench", f"{prefix}{n:08d}", max_lines=3)
+        doc["status"] = "received"
+        doc.setdefault("received_at", doc["paid_at"])
+        doc["invoice_request"] = {"kind": "normal", "title_type": "personal", "title": "个人"}
+        return doc
+
+    def issued_count(prefix_ids: tuple[int, int]) -> int:
+        with db.transaction() as session:
+            return session.scalar(select(func.count()).select_from(InvoiceRequest).where(
+                InvoiceRequest.id.between(*prefix_ids), InvoiceRequest.status.in_(("issued", "failed", "held",
+                                                                                    "skipped"))))
+
+    try:
+        # Throughput: everything arrives at once; count until all are issued.
+        docs = [order(n, "T") for n in range(THROUGHPUT_ORDERS)]
+        start = time.monotonic()
+        ids: list[int] = []
+        for i in range(0, len(docs), 500):
+            with db.transaction() as session:
+                result = ingest(session, docs[i:i + 500], source="bench")
+            ids += [a["request_id"] for a in result.accepted]
+        span = (min(ids), max(ids))
+        intake_s = time.monotonic() - start
+        while issued_count(span) < len(ids) and time.monotonic() - start < 900:
+            time.sleep(0.25)
+        elapsed = time.monotonic() - start
+        with db.transaction() as session:
+            states = dict(session.execute(select(InvoiceRequest.status, func.count())
+                                          .where(InvoiceRequest.id.between(*span))
+                                          .group_by(InvoiceRequest.status)).all())
+        issued = states.get("issued", 0)
+        report("throughput_orders", len(ids), "orders")
+        report("intake_orders_per_second", len(ids) / intake_s, "orders/s")
+        report("issued_per_second", issued / elapsed, "invoices/s")
+        report("issued_per_hour", issued / elapsed * 3600, "invoices/h")
+        print(f"final states: {states}")
+
+        # Latency at 50 orders/s offered.
+        arrivals: dict[int, datetime] = {}
+        total = LATENCY_RATE * LATENCY_SECONDS
+        t0 = time.monotonic()
+        for n in range(0, total, 5):  # 5 orders every 100 ms
+            target = t0 + n / LATENCY_RATE
+            time.sleep(max(0.0, target - time.monotonic()))
+            with db.transaction() as session:
+                result = ingest(session, [order(n + k, "L") for k in range(5)], source="bench")
+            now = datetime.now(UTC)
+            for accepted in result.accepted:
+                arrivals[accepted["request_id"]] = now
+        span = (min(arrivals), max(arrivals))
+        deadline = time.monotonic() + 120
+        while issued_count(span) < len(arrivals) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        with db.transaction() as session:
+            done = session.execute(select(InvoiceRequest.id, InvoiceRequest.updated_at)
+                                   .where(InvoiceRequest.id.between(*span), InvoiceRequest.status == "issued")).all()
+        latencies = sorted((row.updated_at - arrivals[row.id]).total_seconds() for row in done)
+        report("latency_orders", len(latencies), "orders")
+        report("latency_offered_rate", LATENCY_RATE, "orders/s")
+        report("latency_p50", statistics.median(latencies) * 1000, "ms")
+        report("latency_p95", latencies[int(len(latencies) * 0.95) - 1] * 1000, "ms")
+    finally:
+        stop.set()
+        children.stop()
+        sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()
