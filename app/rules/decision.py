@@ -16,6 +16,7 @@ from app.rules.actions import VERDICTS, Action
 from app.rules.facts import SHANGHAI, OrderTimes
 from app.rules.validate import ParsedRule
 
+_ZERO = timedelta(0)
 _EVENT_TEXT = {"received": "receipt", "shipped": "shipment", "paid": "payment"}
 _SETTERS = {
     "set_kind": ("kind", "kind"),
@@ -148,34 +149,44 @@ def _resolve_waits(
 ) -> datetime | None:
     """Several wait_for actions are alternatives: the order is released at the earliest of
     them, and never later than the platform deadline minus the action's margin."""
-    best: tuple[datetime, str, str] | None = None  # (release time, message, rule id)
+    # (release time, why, rule id); "why" is formatted only for the winner: strftime is costly.
+    best: tuple[datetime, tuple[Any, ...], str] | None = None
     waiting: list[dict[str, str]] = []
     for rule, action in waits:
         event = action.params["event"]
-        delay = action.params.get("delay", timedelta(0))
-        margin = action.params.get("deadline_margin", timedelta(0))
+        delay = action.params.get("delay", _ZERO)
+        margin = action.params.get("deadline_margin", _ZERO)
         happened, at = times.happened(event)
-        candidates: list[tuple[datetime, str]] = []
+        candidates: list[tuple[datetime, tuple[Any, ...]]] = []
         if happened and at is not None:
-            after = f" + {_span(delay)}" if delay else ""
-            candidates.append((at + delay, f"{_EVENT_TEXT[event]} {_when(at)}{after}"))
+            candidates.append((at + delay, ("event", event, at, delay)))
         elif happened and not delay:
-            candidates.append((now, f"{_EVENT_TEXT[event]} happened (time unknown)"))
+            candidates.append((now, ("unknown", event)))
         if deadline is not None:
-            candidates.append((deadline - margin, f"platform deadline {_when(deadline)} − {_span(margin)} margin"))
+            candidates.append((deadline - margin, ("deadline", deadline, margin)))
         for release, why in candidates:
             if best is None or release < best[0]:
                 best = (release, why, rule.id)
         later = f" + {_span(delay)}" if delay else ""
         waiting.append(_reason(f"wait_for_{event}", f"waiting for {_EVENT_TEXT[event]}{later}", rule.id))
     if best is not None and best[0] <= now:
-        verdicts["issue"].append(_reason("wait_over", f"released: {best[1]}", best[2]))
+        verdicts["issue"].append(_reason("wait_over", f"released: {_why(best[1])}", best[2]))
         return None
     verdicts["wait"].extend(waiting)
     if best is None:
         return None  # released by an event that has not happened: re-evaluated when the order changes
-    verdicts["wait"].append(_reason("issue_after", f"at the latest {_when(best[0])} ({best[1]})", best[2]))
+    verdicts["wait"].append(_reason("issue_after", f"at the latest {_when(best[0])} ({_why(best[1])})", best[2]))
     return best[0].astimezone(SHANGHAI)
+
+
+def _why(why: tuple[Any, ...]) -> str:
+    if why[0] == "event":
+        _, event, at, delay = why
+        return f"{_EVENT_TEXT[event]} {_when(at)}" + (f" + {_span(delay)}" if delay else "")
+    if why[0] == "unknown":
+        return f"{_EVENT_TEXT[why[1]]} happened (time unknown)"
+    _, deadline, margin = why
+    return f"platform deadline {_when(deadline)} − {_span(margin)} margin"
 
 
 def _span(delta: timedelta) -> str:
