@@ -220,11 +220,12 @@ def _bucket_expr(dialect: str, seconds: int) -> Any:
 
     The divisor is a literal so SELECT and GROUP BY render the identical expression
     (PostgreSQL refuses two differently-numbered bound parameters)."""
-    divisor = literal_column(str(int(seconds)))
+    divisor = literal_column(str(int(seconds)), Integer)
     if dialect == "postgresql":
         return cast(func.floor(extract("epoch", Invoice.issued_at) / divisor), BigInteger)
     # SQLite keeps UTCDateTime as naive UTC text; strftime('%s') reads it as UTC.
-    return cast(func.strftime("%s", Invoice.issued_at), Integer) / divisor
+    # ``//`` is integer division (SQLAlchemy 2 makes ``/`` true division).
+    return cast(func.strftime("%s", Invoice.issued_at), Integer) // divisor
 
 
 def throughput(session: Session, now: datetime, seconds: int, buckets: int) -> list[Bar]:
