@@ -30,6 +30,10 @@ _MATCH = ("$mt", "$imt")
 _EXISTS = ("$ex", "$nex")
 _ITEMS = ("$iany", "$iall")
 _MAX_EXACT = 2**53  # durable-rules numbers are doubles
+PATTERN_HELP = (
+    "Patterns are durable-rules' Lua-like dialect, not PCRE: the whole value must match; classes "
+    "%d %a %s %w %l %u %p %x; escape specials as %. %+ %* %?; [..] sets, * + ? {n}, ( | )"
+)
 ALWAYS: Condition = {"all": [{"m": dict(GUARD)}]}  # `when` omitted: every order
 
 
@@ -204,6 +208,13 @@ def _check_expr(expr: Any, path: str, problems: list[Problem], patterns: list, *
         for i, sub in enumerate(value):
             _check_expr(sub, f"{path}.{key}[{i}]", problems, patterns, items=items)
         return
+    if key.startswith("$i."):
+        field, operand, op = key, value, "$eq"
+        fpath = f"{path}.{field}"
+        spec = _field_spec(field, fpath, items, problems)
+        if spec is not None:
+            _check_operand(op, spec, field, operand, fpath, problems)
+        return
     if key in _ITEMS:
         if items:
             problems.append(Problem(f"{path}.{key}", "bad_condition", f"{key} cannot be nested inside $iany / $iall"))
@@ -275,7 +286,10 @@ def _check_operand(op: str, spec: FieldSpec, field: str, operand: Any, path: str
         if spec.type not in ("str", "enum"):
             bad(f"{op} works on text fields; {field} is {spec.type}")
         elif not isinstance(operand, str) or not operand:
-            bad(f"{op} takes a pattern string (Lua-like: %d, %a, [..], *, +, -, ?)")
+            bad(f"{op} takes a pattern string. {PATTERN_HELP}")
+        elif "\\" in operand:
+            # durable-rules accepts "\d" silently and it never means a digit there.
+            problems.append(Problem(path, "bad_regex", f"backslash escapes are PCRE: write %d, %. etc. {PATTERN_HELP}"))
         return
     if op in _COMPARE and spec.type != "int":
         bad(f"{op} compares numbers; {field} is {spec.type}")
@@ -318,7 +332,7 @@ def _compile_check(rules: list[ParsedRule], patterns: dict[int, list], evaluator
             pattern_error = evaluator.compile_error([(0, {"all": [{"m": test}]})])
             if pattern_error is not None:
                 found = True
-                problems.append(Problem(fpath, "bad_regex", f"pattern {pattern!r} is refused: {pattern_error}. Patterns are Lua-like, not PCRE: %d digit, %a letter, %s space, %- literal -, [..] sets, * + - ? repeats"))
+                problems.append(Problem(fpath, "bad_regex", f"pattern {pattern!r} is refused: {pattern_error}. {PATTERN_HELP}"))
         if not found:
             problems.append(Problem(f"rules[{rule.index}].when", "engine_refused", f"durable-rules refused this condition: {error}"))
     return problems or [Problem("rules", "engine_refused", "durable-rules refused the rule set as a whole")]
