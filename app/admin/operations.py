@@ -404,7 +404,7 @@ class OperationsView(SecureView):
 
     # ---------------------------------------------------------------------------- levers
 
-    def _act(self, action: str, target: str, work: Callable[[Session], str | None], anchor: str) -> Any:
+    def _act(self, action: str, target: str, work: Callable[[Session], str | None], anchor: str | None) -> Any:
         """Run one lever in the request's session: the change and its audit row commit
         together; a refused transition or an unreachable Redis is flashed, never a 500."""
         session = db.session()
@@ -436,7 +436,7 @@ class OperationsView(SecureView):
                 raise Refused(_("issuing is not paused"))
             return _("Issuing resumed; the backlog is queued in order.")
 
-        return self._act("ops.resume", f"GatewayStatus:{pipeline.SCOPE}", work, "pause")
+        return self._act("ops.resume", f"GatewayStatus:{pipeline.SCOPE}", work, None)
 
     @expose("/invoices/<int:invoice_id>/query", methods=("POST",))
     def query_invoice(self, invoice_id: int) -> Any:

@@ -304,12 +304,13 @@ def _broken_transaction():
 
 def test_unknown_outcome_query_now(client, ops, db_session):
     stuck = make_invoice(db_session, "unknown", updated_at=utcnow() - timedelta(minutes=10))
+    stuck_issuing = make_invoice(db_session, "issuing", updated_at=utcnow() - timedelta(minutes=5))
     recent = make_invoice(db_session, "unknown")
     issuing_now = make_invoice(db_session, "issuing")
     db_session.commit()
     html = client.get(URL).text
     listed = re.findall(r'class="stale-row" data-id="(\d+)"', html)
-    assert listed == [str(stuck.id)]
+    assert listed == [str(stuck.id), str(stuck_issuing.id)]  # oldest first
 
     response = client.post(URL + f"invoices/{stuck.id}/query", follow_redirects=True)
     assert f"Query for invoice {stuck.serial_no} queued." in response.text
@@ -319,10 +320,13 @@ def test_unknown_outcome_query_now(client, ops, db_session):
     assert [a.target for a in audit_rows(db_session, "ops.query_invoice")] == [f"Invoice:{stuck.id}"]
     assert str(recent.id) not in listed
 
-    # An invoice a worker may be sending right now is not queried.
+    # An invoice a worker may be sending right now is not queried; a stuck one is.
     refused = client.post(URL + f"invoices/{issuing_now.id}/query", follow_redirects=True)
     assert refused.status_code == 200 and "only unknown, pending or stuck issuing" in refused.text
-    assert len(db_session.scalars(select(OutboxMessage)).all()) == 1
+    client.post(URL + f"invoices/{stuck_issuing.id}/query")
+    fresh(db_session)
+    polls = [m.args for m in db_session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
+    assert polls == [[stuck.id], [stuck_issuing.id]]
 
 
 def test_held_request_decide_again(client, ops, db_session):
