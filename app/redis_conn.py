@@ -96,5 +96,7 @@ def get_redis(settings) -> redis.Redis:
     url = redis_url(settings)
     client = _clients.get(url)
     if client is None:
-        client = _clients[url] = redis.Redis.from_url(url)
+        # A connect timeout so an unreachable Redis fails fast instead of hanging a page;
+        # no read timeout: RQ's blocking dequeue holds reads open on purpose.
+        client = _clients[url] = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
     return client

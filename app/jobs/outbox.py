@@ -9,6 +9,7 @@ therefore run a job twice; every job is idempotent through guarded state transit
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -103,9 +104,12 @@ def _task(func: str) -> str:
     return func if "." in func else f"app.jobs.tasks.{func}"
 
 
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
 def _safe_id(job_id: str) -> str:
-    # RQ job ids become Redis keys; keep them short and free of spaces.
-    return job_id.replace(" ", "_")[:120]
+    # RQ 3 accepts only letters, digits, "_" and "-" in job ids (they become Redis keys).
+    return _ID_UNSAFE.sub("-", job_id)[:120]
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
