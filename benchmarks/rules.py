@@ -31,8 +31,12 @@ def _orders() -> list[dict]:
         o["order_id"] = f"B{i:06d}"
         kind = i % 5
         if kind == 1:
-            o["invoice_request"] = {"kind": "normal", "title_type": "enterprise", "title": "北京某某科技有限公司",
-                                    "tax_id": "91110000600037341L"}
+            o["invoice_request"] = {
+                "kind": "normal",
+                "title_type": "enterprise",
+                "title": "北京某某科技有限公司",
+                "tax_id": "91110000600037341L",
+            }
             o["status"] = "shipped"
             o["shipped_at"] = "2026-11-12T10:00:00+08:00"
             o.pop("received_at", None)
@@ -48,8 +52,12 @@ def _orders() -> list[dict]:
 
 def _fallback_order() -> dict:
     return {
-        "platform": "tmall", "shop_id": "demo", "order_id": "1", "status": "received",
-        "paid_at": "2026-11-11T00:01:02+08:00", "received_at": "2026-11-14T10:20:00+08:00",
+        "platform": "tmall",
+        "shop_id": "demo",
+        "order_id": "1",
+        "status": "received",
+        "paid_at": "2026-11-11T00:01:02+08:00",
+        "received_at": "2026-11-14T10:20:00+08:00",
         "invoice_request": {"kind": "normal", "title_type": "personal", "title": "个人"},
         "lines": [{"line_id": "1", "name": "杯", "quantity": "2", "unit_price": "99.00", "tax_rate": "0.13"}],
         "paid_amount": "198.00",

@@ -101,7 +101,8 @@ def _template(v: Any) -> str:
             continue
         if name not in REMARK_PLACEHOLDERS or spec or conversion:
             raise ValueError(
-                f"unknown placeholder {{{name}}}; known: " + ", ".join(f"{{{p}}}" for p in REMARK_PLACEHOLDERS)
+                f"unknown placeholder {{{name}}}; known: "
+                + ", ".join(f"{{{p}}}" for p in REMARK_PLACEHOLDERS)
             )
     return text
 
@@ -160,7 +161,11 @@ def check_action(raw: Any, path: str) -> tuple[Action | None, list[Problem]]:
             continue
         if key not in spec:
             allowed = ", ".join(spec) or "none"
-            problems.append(Problem(f"{path}.{key}", "unknown_param", f"{name} has no parameter {key!r} (allowed: {allowed})"))
+            problems.append(
+                Problem(
+                    f"{path}.{key}", "unknown_param", f"{name} has no parameter {key!r} (allowed: {allowed})"
+                )
+            )
             continue
         try:
             params[key] = spec[key][1](value)
@@ -172,9 +177,13 @@ def check_action(raw: Any, path: str) -> tuple[Action | None, list[Problem]]:
     if name == "set_shipping" and not problems:
         explicit = "code" in params or "rate" in params or "name" in params
         if params.get("same_as_goods") and explicit:
-            problems.append(Problem(path, "bad_param", "set_shipping takes either same_as_goods or code + rate, not both"))
+            problems.append(
+                Problem(path, "bad_param", "set_shipping takes either same_as_goods or code + rate, not both")
+            )
         elif not params.get("same_as_goods") and not ("code" in params and "rate" in params):
-            problems.append(Problem(path, "missing_param", "set_shipping needs code and rate (or same_as_goods: true)"))
+            problems.append(
+                Problem(path, "missing_param", "set_shipping needs code and rate (or same_as_goods: true)")
+            )
     if problems:
         return None, problems
     return Action(name, params), []

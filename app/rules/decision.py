@@ -125,7 +125,13 @@ def build_decision(
     action = next((v for v in VERDICTS if verdicts[v]), None)
     if action is None:
         action = default.name
-        reasons = [_reason(default.params.get("code", "no_rule"), default.params.get("reason", "no rule decided this order"), "default")]
+        reasons = [
+            _reason(
+                default.params.get("code", "no_rule"),
+                default.params.get("reason", "no rule decided this order"),
+                "default",
+            )
+        ]
     else:
         reasons = verdicts[action]
     return Decision(
@@ -175,7 +181,9 @@ def _resolve_waits(
     verdicts["wait"].extend(waiting)
     if best is None:
         return None  # released by an event that has not happened: re-evaluated when the order changes
-    verdicts["wait"].append(_reason("issue_after", f"at the latest {_when(best[0])} ({_why(best[1])})", best[2]))
+    verdicts["wait"].append(
+        _reason("issue_after", f"at the latest {_when(best[0])} ({_why(best[1])})", best[2])
+    )
     return best[0].astimezone(SHANGHAI)
 
 

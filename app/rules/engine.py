@@ -52,7 +52,7 @@ class Evaluator(Protocol):
 
 def guarded(condition: Condition) -> Condition:
     """Add the order-fact guard to every term (see facts.GUARD_FIELD for why)."""
-    (kind, terms), = condition.items()
+    ((kind, terms),) = condition.items()
     return {kind: [{"m": {"$and": [GUARD, term["m"]]}} for term in terms]}
 
 

@@ -62,8 +62,12 @@ FACT_FIELDS: dict[str, FieldSpec] = {
     "refund_state": FieldSpec("enum", "successful refunds: none / partial / full", REFUND_STATES),
     "refund_pending": FieldSpec("bool", "a refund is pending"),
     "days_since_paid": FieldSpec("int", "calendar days (Asia/Shanghai) since payment; absent if unpaid"),
-    "days_since_shipped": FieldSpec("int", "calendar days (Asia/Shanghai) since shipment; absent if not shipped"),
-    "hours_to_deadline": FieldSpec("int", "whole hours left before the platform deadline (negative: past); absent without one"),
+    "days_since_shipped": FieldSpec(
+        "int", "calendar days (Asia/Shanghai) since shipment; absent if not shipped"
+    ),
+    "hours_to_deadline": FieldSpec(
+        "int", "whole hours left before the platform deadline (negative: past); absent without one"
+    ),
     "is_received": FieldSpec("bool", "the buyer confirmed receipt (or the order is completed)"),
     "title_length": FieldSpec("int", "characters in the requested title (0 without a request)"),
     "buyer_email_present": FieldSpec("bool", "an e-mail for delivery is known"),
@@ -115,7 +119,9 @@ def parse_time(value: str | None) -> datetime | None:
 def order_times(order: Mapping[str, Any]) -> OrderTimes:
     status = order.get("status", "")
     request = order.get("invoice_request") or {}
-    paid_at, shipped_at, received_at = (parse_time(order.get(f"{e}_at")) for e in ("paid", "shipped", "received"))
+    paid_at, shipped_at, received_at = (
+        parse_time(order.get(f"{e}_at")) for e in ("paid", "shipped", "received")
+    )
     return OrderTimes(
         paid_at=paid_at,
         shipped_at=shipped_at,
@@ -127,7 +133,9 @@ def order_times(order: Mapping[str, Any]) -> OrderTimes:
     )
 
 
-def deadline_at(order: Mapping[str, Any], times: OrderTimes, deadlines: Mapping[str, Any] | None) -> datetime | None:
+def deadline_at(
+    order: Mapping[str, Any], times: OrderTimes, deadlines: Mapping[str, Any] | None
+) -> datetime | None:
     """When the platform's invoicing countdown ends: it runs from the buyer's request (its
     requested_at, else payment); orders nobody asked an invoice for have no deadline."""
     if not deadlines or not order.get("invoice_request"):
@@ -141,7 +149,9 @@ def deadline_at(order: Mapping[str, Any], times: OrderTimes, deadlines: Mapping[
     return start + (limit if isinstance(limit, timedelta) else parse_duration(limit))
 
 
-def order_fact(order: Mapping[str, Any], now: datetime, deadlines: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def order_fact(
+    order: Mapping[str, Any], now: datetime, deadlines: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The fact rules are evaluated on (see FACT_FIELDS / LINE_FIELDS and docs/rules.md)."""
     return build_fact(order, now, deadlines)[0]
 
@@ -162,7 +172,9 @@ def build_fact(
     has_gift = False
     line_platform_discount = False
     for line in order.get("lines") or ():
-        gross = _fen(_dec(line.get("quantity", "0")) * _dec(line.get("unit_price", "0"))) - _fen_of(line.get("discount"))
+        gross = _fen(_dec(line.get("quantity", "0")) * _dec(line.get("unit_price", "0"))) - _fen_of(
+            line.get("discount")
+        )
         is_gift = bool(line.get("is_gift", False))
         has_gift = has_gift or is_gift
         line_platform_discount = line_platform_discount or _fen_of(line.get("platform_discount")) > 0
@@ -261,7 +273,9 @@ def _fen_of(value: Any) -> int:
 
 # Tax ids (fapiao.md §2). TODO(engine): use app.engine.taxid once it exists, so rules and the
 # engine agree on one definition of "valid".
-_TAX_ID_SHAPE = re.compile(r"^(?:[0-9A-HJ-NP-RT-UW-Y]{15}|[0-9A-HJ-NP-RT-UW-Y]{17,18}|[0-9A-HJ-NP-RT-UW-Y]{20})$")
+_TAX_ID_SHAPE = re.compile(
+    r"^(?:[0-9A-HJ-NP-RT-UW-Y]{15}|[0-9A-HJ-NP-RT-UW-Y]{17,18}|[0-9A-HJ-NP-RT-UW-Y]{20})$"
+)
 _USCC = re.compile(r"^[0-9A-HJ-NP-RT-UW-Y]{2}[0-9]{6}[0-9A-HJ-NP-RT-UW-Y]{10}$")
 
 

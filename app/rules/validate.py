@@ -68,7 +68,9 @@ def parse_ruleset(doc: Any, evaluator: Evaluator | None = None) -> tuple[ParsedR
     problems: list[Problem] = []
     for key in doc:
         if key not in DOC_KEYS:
-            problems.append(Problem(key, "unknown_key", f"unknown key {key!r}; allowed: {', '.join(DOC_KEYS)}"))
+            problems.append(
+                Problem(key, "unknown_key", f"unknown key {key!r}; allowed: {', '.join(DOC_KEYS)}")
+            )
     name = doc.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(Problem("name", "bad_name", "name is required: up to 100 letters, digits, _ . -"))
@@ -109,12 +111,18 @@ def parse_ruleset(doc: Any, evaluator: Evaluator | None = None) -> tuple[ParsedR
 def _check_deadlines(raw: Any, problems: list[Problem]) -> dict[str, timedelta | None]:
     out: dict[str, timedelta | None] = {}
     if not isinstance(raw, dict):
-        problems.append(Problem("deadlines", "bad_type", "deadlines maps a platform to hours (or null for none)"))
+        problems.append(
+            Problem("deadlines", "bad_type", "deadlines maps a platform to hours (or null for none)")
+        )
         return out
     for platform, value in raw.items():
         path = f"deadlines.{platform}"
         if platform not in PLATFORMS:
-            problems.append(Problem(path, "unknown_platform", f"unknown platform {platform!r}; known: {', '.join(PLATFORMS)}"))
+            problems.append(
+                Problem(
+                    path, "unknown_platform", f"unknown platform {platform!r}; known: {', '.join(PLATFORMS)}"
+                )
+            )
             continue
         if value is None:
             out[platform] = None
@@ -135,12 +143,24 @@ def _check_rule(
     before = len(problems)
     for key in raw:
         if key not in RULE_KEYS:
-            problems.append(Problem(f"{path}.{key}", "unknown_key", f"unknown key {key!r}; allowed: {', '.join(RULE_KEYS)}"))
+            problems.append(
+                Problem(
+                    f"{path}.{key}", "unknown_key", f"unknown key {key!r}; allowed: {', '.join(RULE_KEYS)}"
+                )
+            )
     rule_id = raw.get("id")
     if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
-        problems.append(Problem(f"{path}.id", "bad_id", "id is required: up to 64 letters, digits, _ . - (starting with a letter or digit)"))
+        problems.append(
+            Problem(
+                f"{path}.id",
+                "bad_id",
+                "id is required: up to 64 letters, digits, _ . - (starting with a letter or digit)",
+            )
+        )
     elif rule_id in seen:
-        problems.append(Problem(f"{path}.id", "duplicate_id", f"id {rule_id!r} is already used by rules[{seen[rule_id]}]"))
+        problems.append(
+            Problem(f"{path}.id", "duplicate_id", f"id {rule_id!r} is already used by rules[{seen[rule_id]}]")
+        )
     else:
         seen[rule_id] = index
     description = raw.get("description", "")
@@ -148,7 +168,13 @@ def _check_rule(
         problems.append(Problem(f"{path}.description", "bad_type", "description must be a string"))
     priority = raw.get("priority")
     if isinstance(priority, bool) or not isinstance(priority, int) or not -1_000_000 <= priority <= 1_000_000:
-        problems.append(Problem(f"{path}.priority", "bad_priority", "priority is required: an integer (lower runs first and wins)"))
+        problems.append(
+            Problem(
+                f"{path}.priority",
+                "bad_priority",
+                "priority is required: an integer (lower runs first and wins)",
+            )
+        )
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         problems.append(Problem(f"{path}.enabled", "bad_type", "enabled must be true or false"))
@@ -172,20 +198,34 @@ def _check_when(raw: Any, path: str, problems: list[Problem], patterns: list) ->
     if raw is None:
         return ALWAYS
     if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("m", "all", "any"):
-        problems.append(Problem(path, "bad_condition", 'when is {"m": EXPR}, {"all": [{"m": EXPR}]} or {"any": [{"m": EXPR}, ...]}'))
+        problems.append(
+            Problem(
+                path,
+                "bad_condition",
+                'when is {"m": EXPR}, {"all": [{"m": EXPR}]} or {"any": [{"m": EXPR}, ...]}',
+            )
+        )
         return ALWAYS
-    (kind, body), = raw.items()
+    ((kind, body),) = raw.items()
     if kind == "m":
         terms = [raw]
         kind = "all"
     else:
         terms = body if isinstance(body, list) else None
         if not terms:
-            problems.append(Problem(f"{path}.{kind}", "bad_condition", f"{kind} takes a non-empty list of {{\"m\": EXPR}}"))
+            problems.append(
+                Problem(f"{path}.{kind}", "bad_condition", f'{kind} takes a non-empty list of {{"m": EXPR}}')
+            )
             return ALWAYS
         if kind == "all" and len(terms) > 1:
             # With several terms durable-rules joins several *different* facts: never true for one order.
-            problems.append(Problem(f"{path}.all", "bad_condition", 'all takes exactly one {"m": EXPR}; combine tests with $and'))
+            problems.append(
+                Problem(
+                    f"{path}.all",
+                    "bad_condition",
+                    'all takes exactly one {"m": EXPR}; combine tests with $and',
+                )
+            )
             return ALWAYS
     for i, term in enumerate(terms):
         tpath = path if raw.get("m") is not None else f"{path}.{kind}[{i}]"
@@ -198,12 +238,20 @@ def _check_when(raw: Any, path: str, problems: list[Problem], patterns: list) ->
 
 def _check_expr(expr: Any, path: str, problems: list[Problem], patterns: list, *, items: bool) -> None:
     if not isinstance(expr, dict) or len(expr) != 1:
-        problems.append(Problem(path, "bad_condition", "a test is an object with exactly one key (combine tests with $and / $or)"))
+        problems.append(
+            Problem(
+                path,
+                "bad_condition",
+                "a test is an object with exactly one key (combine tests with $and / $or)",
+            )
+        )
         return
-    (key, value), = expr.items()
+    ((key, value),) = expr.items()
     if key in ("$and", "$or"):
         if not isinstance(value, list) or not value:
-            problems.append(Problem(f"{path}.{key}", "bad_condition", f"{key} takes a non-empty list of tests"))
+            problems.append(
+                Problem(f"{path}.{key}", "bad_condition", f"{key} takes a non-empty list of tests")
+            )
             return
         for i, sub in enumerate(value):
             _check_expr(sub, f"{path}.{key}[{i}]", problems, patterns, items=items)
@@ -217,27 +265,35 @@ def _check_expr(expr: Any, path: str, problems: list[Problem], patterns: list, *
         return
     if key in _ITEMS:
         if items:
-            problems.append(Problem(f"{path}.{key}", "bad_condition", f"{key} cannot be nested inside $iany / $iall"))
+            problems.append(
+                Problem(f"{path}.{key}", "bad_condition", f"{key} cannot be nested inside $iany / $iall")
+            )
             return
         if not isinstance(value, dict) or len(value) != 1:
             problems.append(Problem(f"{path}.{key}", "bad_condition", f'{key} is {{"lines": TEST}}'))
             return
-        (field, sub), = value.items()
+        ((field, sub),) = value.items()
         spec = FACT_FIELDS.get(field)
         if spec is None or spec.type != "items":
-            problems.append(Problem(f"{path}.{key}.{field}", "unknown_field", f"{key} works on lines only, not {field!r}"))
+            problems.append(
+                Problem(f"{path}.{key}.{field}", "unknown_field", f"{key} works on lines only, not {field!r}")
+            )
             return
         _check_expr(sub, f"{path}.{key}.{field}", problems, patterns, items=True)
         return
     if key in _COMPARE or key in _EQUALITY or key in _MATCH or key in _EXISTS:
         if not isinstance(value, dict) or len(value) != 1:
-            problems.append(Problem(f"{path}.{key}", "bad_condition", f"{key} is {{FIELD: VALUE}} with one field"))
+            problems.append(
+                Problem(f"{path}.{key}", "bad_condition", f"{key} is {{FIELD: VALUE}} with one field")
+            )
             return
-        (field, operand), = value.items()
+        ((field, operand),) = value.items()
         op = key
     elif key.startswith("$"):
         known = ", ".join(("$and", "$or", *_COMPARE, *_EQUALITY, *_MATCH, *_EXISTS, *_ITEMS))
-        problems.append(Problem(f"{path}.{key}", "unknown_operator", f"unknown operator {key!r}; known: {known}"))
+        problems.append(
+            Problem(f"{path}.{key}", "unknown_operator", f"unknown operator {key!r}; known: {known}")
+        )
         return
     else:
         field, operand, op = key, value, "$eq"
@@ -255,18 +311,30 @@ def _field_spec(field: str, path: str, items: bool, problems: list[Problem]) -> 
         name = field[3:] if field.startswith("$i.") else None
         if name is None:
             hint = f"; write it as $i.{field}" if field in LINE_FIELDS else ""
-            problems.append(Problem(path, "unknown_field", f"inside $iany / $iall a line field is written $i.NAME (durable-rules never matches a bare name){hint}"))
+            problems.append(
+                Problem(
+                    path,
+                    "unknown_field",
+                    f"inside $iany / $iall a line field is written $i.NAME (durable-rules never matches a bare name){hint}",
+                )
+            )
             return None
         spec = LINE_FIELDS.get(name)
         if spec is None:
-            problems.append(Problem(path, "unknown_field", f"unknown line field {name!r}{_suggest(name, LINE_FIELDS)}"))
+            problems.append(
+                Problem(path, "unknown_field", f"unknown line field {name!r}{_suggest(name, LINE_FIELDS)}")
+            )
         return spec
     if field.startswith("$i."):
-        problems.append(Problem(path, "unknown_field", f"{field} is a line field: use it inside $iany / $iall over lines"))
+        problems.append(
+            Problem(path, "unknown_field", f"{field} is a line field: use it inside $iany / $iall over lines")
+        )
         return None
     spec = FACT_FIELDS.get(field)
     if spec is None:
-        problems.append(Problem(path, "unknown_field", f"unknown fact field {field!r}{_suggest(field, FACT_FIELDS)}"))
+        problems.append(
+            Problem(path, "unknown_field", f"unknown fact field {field!r}{_suggest(field, FACT_FIELDS)}")
+        )
         return None
     if spec.type == "items":
         problems.append(Problem(path, "bad_condition", f"test {field} with $iany / $iall"))
@@ -274,13 +342,15 @@ def _field_spec(field: str, path: str, items: bool, problems: list[Problem]) -> 
     return spec
 
 
-def _check_operand(op: str, spec: FieldSpec, field: str, operand: Any, path: str, problems: list[Problem]) -> None:
+def _check_operand(
+    op: str, spec: FieldSpec, field: str, operand: Any, path: str, problems: list[Problem]
+) -> None:
     def bad(message: str) -> None:
         problems.append(Problem(path, "bad_value", message))
 
     if op in _EXISTS:
         if operand != 1 or isinstance(operand, bool):
-            bad(f"{op} takes 1, as in {{\"{op}\": {{\"{field}\": 1}}}}")
+            bad(f'{op} takes 1, as in {{"{op}": {{"{field}": 1}}}}')
         return
     if op in _MATCH:
         if spec.type not in ("str", "enum"):
@@ -289,7 +359,9 @@ def _check_operand(op: str, spec: FieldSpec, field: str, operand: Any, path: str
             bad(f"{op} takes a pattern string. {PATTERN_HELP}")
         elif "\\" in operand:
             # durable-rules accepts "\d" silently and it never means a digit there.
-            problems.append(Problem(path, "bad_regex", f"backslash escapes are PCRE: write %d, %. etc. {PATTERN_HELP}"))
+            problems.append(
+                Problem(path, "bad_regex", f"backslash escapes are PCRE: write %d, %. etc. {PATTERN_HELP}")
+            )
         return
     if op in _COMPARE and spec.type != "int":
         bad(f"{op} compares numbers; {field} is {spec.type}")
@@ -332,9 +404,19 @@ def _compile_check(rules: list[ParsedRule], patterns: dict[int, list], evaluator
             pattern_error = evaluator.compile_error([(0, {"all": [{"m": test}]})])
             if pattern_error is not None:
                 found = True
-                problems.append(Problem(fpath, "bad_regex", f"pattern {pattern!r} is refused: {pattern_error}. {PATTERN_HELP}"))
+                problems.append(
+                    Problem(
+                        fpath, "bad_regex", f"pattern {pattern!r} is refused: {pattern_error}. {PATTERN_HELP}"
+                    )
+                )
         if not found:
-            problems.append(Problem(f"rules[{rule.index}].when", "engine_refused", f"durable-rules refused this condition: {error}"))
+            problems.append(
+                Problem(
+                    f"rules[{rule.index}].when",
+                    "engine_refused",
+                    f"durable-rules refused this condition: {error}",
+                )
+            )
     return problems or [Problem("rules", "engine_refused", "durable-rules refused the rule set as a whole")]
 
 

@@ -35,8 +35,15 @@ def test_worked_order_fact() -> None:
     assert "days_since_shipped" not in fact  # unknown values are absent, never a sentinel
     # deadline from payment (no requested_at): 11-11 00:01 + 72 h = 11-14 00:01; now 11-15 09:00
     assert fact["hours_to_deadline"] == -33
-    assert fact["lines"][0] == {"sku": "CUP-CERAMIC", "category": "", "name": "手工陶瓷杯", "gross_fen": 19800,
-                                "is_gift": False, "has_tax_code": True, "rate_bp": 1300}
+    assert fact["lines"][0] == {
+        "sku": "CUP-CERAMIC",
+        "category": "",
+        "name": "手工陶瓷杯",
+        "gross_fen": 19800,
+        "is_gift": False,
+        "has_tax_code": True,
+        "rate_bp": 1300,
+    }
     assert fact["lines"][1]["rate_bp"] == 900
     assert set(fact) - {"_type"} <= set(FACT_FIELDS)
     assert set(fact["lines"][0]) <= set(LINE_FIELDS)
@@ -49,27 +56,44 @@ def test_no_deadline_without_request_or_table() -> None:
 
 
 def test_deadline_runs_from_request_time() -> None:
-    request = {"kind": "normal", "title_type": "personal", "title": "个人", "requested_at": "2026-11-14T09:00:00+08:00"}
+    request = {
+        "kind": "normal",
+        "title_type": "personal",
+        "title": "个人",
+        "requested_at": "2026-11-14T09:00:00+08:00",
+    }
     fact = order_fact(gen_order(invoice_request=request), NOW, {"tmall": "72h"})
     assert fact["hours_to_deadline"] == 48
 
 
 def test_gifts_refunds_stored_value_and_platform_discount() -> None:
     lines = [
-        {"line_id": "1", "name": "主商品", "quantity": "1", "unit_price": "100.00", "discount": "10.00",
-         "platform_discount": "5.00"},
+        {
+            "line_id": "1",
+            "name": "主商品",
+            "quantity": "1",
+            "unit_price": "100.00",
+            "discount": "10.00",
+            "platform_discount": "5.00",
+        },
         {"line_id": "2", "name": "赠品", "quantity": "1", "unit_price": "30.00", "is_gift": True},
     ]
-    order = gen_order(lines=lines, shipping_fee=None, order_discount=None, paid_amount="85.00",
-                      stored_value_paid="20.00")
+    order = gen_order(
+        lines=lines, shipping_fee=None, order_discount=None, paid_amount="85.00", stored_value_paid="20.00"
+    )
     fact = order_fact(order, NOW)
     assert fact["lines"][0]["gross_fen"] == 9000 and fact["lines"][1]["gross_fen"] == 3000
     assert "rate_bp" not in fact["lines"][0]
     assert fact["amount_fen"] == 7000  # 90.00 goods − 20.00 stored value; the gift nets to zero
     assert fact["has_gift"] is True and fact["has_platform_discount"] is True
 
-    partial = dict(order, refunds=[{"refund_id": "r1", "amount": "30.00", "status": "success"},
-                                   {"refund_id": "r2", "amount": "50.00", "status": "pending"}])
+    partial = dict(
+        order,
+        refunds=[
+            {"refund_id": "r1", "amount": "30.00", "status": "success"},
+            {"refund_id": "r2", "amount": "50.00", "status": "pending"},
+        ],
+    )
     fact = order_fact(partial, NOW)
     assert fact["refund_state"] == "partial" and fact["refund_pending"] is True and fact["amount_fen"] == 4000
 
@@ -99,7 +123,12 @@ def test_platform_invoice_amount_wins() -> None:
     ],
 )
 def test_tax_id_fields(tax_id: str, has: bool, wellformed: bool, valid: bool) -> None:
-    request = {"kind": "normal", "title_type": "enterprise", "title": "北京某某科技有限公司", "tax_id": tax_id}
+    request = {
+        "kind": "normal",
+        "title_type": "enterprise",
+        "title": "北京某某科技有限公司",
+        "tax_id": tax_id,
+    }
     fact = order_fact(gen_order(invoice_request=request), NOW)
     assert (fact["has_tax_id"], fact["tax_id_wellformed"], fact["tax_id_valid"]) == (has, wellformed, valid)
 
@@ -131,8 +160,10 @@ money = st.decimals(min_value=0, max_value=10**9, places=2, allow_nan=False, all
 @given(price=money, qty=st.integers(min_value=1, max_value=999), discount=money, shipping=money)
 def test_fact_is_floats_free_and_exact(price: str, qty: int, discount: str, shipping: str) -> None:
     lines = [{"line_id": "1", "name": "x", "quantity": str(qty), "unit_price": price, "discount": discount}]
-    fact = order_fact(gen_order(lines=lines, shipping_fee=shipping, order_discount=None, paid_amount=None),
-                      datetime(2026, 11, 15, tzinfo=UTC))
+    fact = order_fact(
+        gen_order(lines=lines, shipping_fee=shipping, order_discount=None, paid_amount=None),
+        datetime(2026, 11, 15, tzinfo=UTC),
+    )
     assert not any(isinstance(v, float) for v in _walk(fact))
     from decimal import Decimal
 

@@ -53,18 +53,74 @@ def test_line_fields_need_the_item_prefix() -> None:
     ("then", "path", "code", "needle"),
     [
         ([{"action": "skip"}], "rules[0].then[0].reason", "missing_param", "needs 'reason'"),
-        ([{"action": "wait_for", "event": "delivered"}], "rules[0].then[0].event", "bad_param", "received, shipped, paid"),
-        ([{"action": "wait_for", "event": "shipped", "delay": "7 days"}], "rules[0].then[0].delay", "bad_param", "P7D"),
-        ([{"action": "set_shipping", "code": "3040407", "rate": "0.06"}], "rules[0].then[0].code", "bad_param", "19-digit"),
-        ([{"action": "set_shipping", "code": "3040407010000000000", "rate": 0.06}], "rules[0].then[0].rate", "bad_param", "decimal strings"),
-        ([{"action": "set_shipping", "code": "3040407010000000000", "rate": "0.07"}], "rules[0].then[0].rate", "bad_param", "not a VAT rate"),
-        ([{"action": "set_shipping", "code": "3040407010000000000"}], "rules[0].then[0]", "missing_param", "code and rate"),
-        ([{"action": "map_tax_code", "match": {"color": "red"}, "code": "1060502990000000000", "rate": "0.13"}],
-         "rules[0].then[0].match", "bad_param", "name_contains"),
-        ([{"action": "add_remark", "template": "单号 {order_no}"}], "rules[0].then[0].template", "bad_param", "{order_id}"),
-        ([{"action": "set_kind", "kind": "special", "title": "x"}], "rules[0].then[0].title", "unknown_param", "no parameter"),
+        (
+            [{"action": "wait_for", "event": "delivered"}],
+            "rules[0].then[0].event",
+            "bad_param",
+            "received, shipped, paid",
+        ),
+        (
+            [{"action": "wait_for", "event": "shipped", "delay": "7 days"}],
+            "rules[0].then[0].delay",
+            "bad_param",
+            "P7D",
+        ),
+        (
+            [{"action": "set_shipping", "code": "3040407", "rate": "0.06"}],
+            "rules[0].then[0].code",
+            "bad_param",
+            "19-digit",
+        ),
+        (
+            [{"action": "set_shipping", "code": "3040407010000000000", "rate": 0.06}],
+            "rules[0].then[0].rate",
+            "bad_param",
+            "decimal strings",
+        ),
+        (
+            [{"action": "set_shipping", "code": "3040407010000000000", "rate": "0.07"}],
+            "rules[0].then[0].rate",
+            "bad_param",
+            "not a VAT rate",
+        ),
+        (
+            [{"action": "set_shipping", "code": "3040407010000000000"}],
+            "rules[0].then[0]",
+            "missing_param",
+            "code and rate",
+        ),
+        (
+            [
+                {
+                    "action": "map_tax_code",
+                    "match": {"color": "red"},
+                    "code": "1060502990000000000",
+                    "rate": "0.13",
+                }
+            ],
+            "rules[0].then[0].match",
+            "bad_param",
+            "name_contains",
+        ),
+        (
+            [{"action": "add_remark", "template": "单号 {order_no}"}],
+            "rules[0].then[0].template",
+            "bad_param",
+            "{order_id}",
+        ),
+        (
+            [{"action": "set_kind", "kind": "special", "title": "x"}],
+            "rules[0].then[0].title",
+            "unknown_param",
+            "no parameter",
+        ),
         ([{"action": "require", "field": "passport"}], "rules[0].then[0].field", "bad_param", "tax_id"),
-        ([{"action": "route_seller", "entity": "上海 公司"}], "rules[0].then[0].entity", "bad_param", "seller code"),
+        (
+            [{"action": "route_seller", "entity": "上海 公司"}],
+            "rules[0].then[0].entity",
+            "bad_param",
+            "seller code",
+        ),
         ([], "rules[0].then", "no_actions", "non-empty"),
     ],
 )
@@ -84,7 +140,12 @@ def test_bad_parameters(then: list, path: str, code: str, needle: str) -> None:
         ({"m": {"$gt": {"platform": 3}}}, "rules[0].when.m.$gt.platform", "bad_value", "compares numbers"),
         ({"m": {"$like": {"platform": "t%"}}}, "rules[0].when.m.$like", "unknown_operator", "$iany"),
         ({"m": {"platform": "tmall", "status": "paid"}}, "rules[0].when.m", "bad_condition", "$and"),
-        ({"all": [{"m": {"platform": "tmall"}}, {"m": {"status": "paid"}}]}, "rules[0].when.all", "bad_condition", "exactly one"),
+        (
+            {"all": [{"m": {"platform": "tmall"}}, {"m": {"status": "paid"}}]},
+            "rules[0].when.all",
+            "bad_condition",
+            "exactly one",
+        ),
         ({"m": {"$nex": {"paid_fen": True}}}, "rules[0].when.m.$nex.paid_fen", "bad_value", "takes 1"),
         ({"m": {"lines": 2}}, "rules[0].when.m.lines", "bad_condition", "$iany"),
         ({"if": {"platform": "tmall"}}, "rules[0].when", "bad_condition", '"m"'),
@@ -123,14 +184,22 @@ def test_duplicate_ids_and_document_keys() -> None:
     assert set(problems(doc)) == {("rules[1].id", "duplicate_id"), ("rules_version", "unknown_key")}
     assert ("name", "bad_name") in problems({"name": "x$state", "rules": [rule("a", 1, ISSUE)]})
     assert ("rules", "no_rules") in problems({"name": "x", "rules": []})
-    assert ("rules[0].priority", "bad_priority") in problems(ruleset({"id": "a", "priority": True, "then": ISSUE}))
+    assert ("rules[0].priority", "bad_priority") in problems(
+        ruleset({"id": "a", "priority": True, "then": ISSUE})
+    )
     assert ("rules[0].colour", "unknown_key") in problems(ruleset(rule("a", 1, ISSUE, colour="red")))
 
 
 def test_deadlines_and_default() -> None:
-    assert problems(ruleset(rule("a", 1, ISSUE), deadlines={"tmall": "3 days"})) == [("deadlines.tmall", "bad_duration")]
-    assert problems(ruleset(rule("a", 1, ISSUE), deadlines={"amazon": 72})) == [("deadlines.amazon", "unknown_platform")]
-    assert problems(ruleset(rule("a", 1, ISSUE), default={"action": "set_kind", "kind": "normal"})) == [("default.action", "bad_default")]
+    assert problems(ruleset(rule("a", 1, ISSUE), deadlines={"tmall": "3 days"})) == [
+        ("deadlines.tmall", "bad_duration")
+    ]
+    assert problems(ruleset(rule("a", 1, ISSUE), deadlines={"amazon": 72})) == [
+        ("deadlines.amazon", "unknown_platform")
+    ]
+    assert problems(ruleset(rule("a", 1, ISSUE), default={"action": "set_kind", "kind": "normal"})) == [
+        ("default.action", "bad_default")
+    ]
 
 
 def test_decide_refuses_an_invalid_rule_set() -> None:
