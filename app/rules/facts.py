@@ -9,7 +9,6 @@ durable-rules evaluates any comparison on an absent field as false (``$neq`` inc
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,8 +16,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from stdnum.cn import ric, uscc
-
+from app.engine.taxid import check_tax_id
+from app.errors import ValidationFailed
 from app.rules.durations import parse_duration
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -215,8 +214,8 @@ def build_fact(
     else:
         amount_fen = max(0, base_fen - refunded_fen)
 
-    tax_id = _compact_tax_id((request or {}).get("tax_id") or "")
-    wellformed = bool(_TAX_ID_SHAPE.match(tax_id))
+    tax_id = (request or {}).get("tax_id") or ""
+    wellformed, checksum_ok = _tax_id_flags(tax_id) if tax_id.strip() else (False, False)
     title = (request or {}).get("title") or ""
     fact: dict[str, Any] = {
         GUARD_FIELD: GUARD_VALUE,
@@ -227,8 +226,8 @@ def build_fact(
         "title_type": request.get("title_type", "none") if request else "none",
         "kind": request.get("kind", "none") if request else "none",
         "amount_fen": amount_fen,
-        "has_tax_id": bool(tax_id),
-        "tax_id_valid": wellformed and _tax_id_checksum_ok(tax_id),
+        "has_tax_id": bool(tax_id.strip()),
+        "tax_id_valid": wellformed and checksum_ok,
         "tax_id_wellformed": wellformed,
         "line_count": len(lines_out),
         "has_gift": has_gift,
@@ -271,24 +270,11 @@ def _fen_of(value: Any) -> int:
     return 0 if value is None or value == "" else _fen(_dec(value))
 
 
-# Tax ids (fapiao.md §2). TODO(engine): use app.engine.taxid once it exists, so rules and the
-# engine agree on one definition of "valid".
-_TAX_ID_SHAPE = re.compile(
-    r"^(?:[0-9A-HJ-NP-RT-UW-Y]{15}|[0-9A-HJ-NP-RT-UW-Y]{17,18}|[0-9A-HJ-NP-RT-UW-Y]{20})$"
-)
-_USCC = re.compile(r"^[0-9A-HJ-NP-RT-UW-Y]{2}[0-9]{6}[0-9A-HJ-NP-RT-UW-Y]{10}$")
-
-
-def _compact_tax_id(value: str) -> str:
-    return re.sub(r"[\s-]", "", value).upper()
-
-
-def _tax_id_checksum_ok(tax_id: str) -> bool:
-    """18 characters: a USCC check character (GB 32100; letters allowed in positions 1–2,
-    which stdnum's validate() refuses) or a resident id (natural-person buyers). Other
-    lengths carry no checksum, so being well formed is all that can be checked."""
-    if len(tax_id) != 18:
-        return True
-    if _USCC.match(tax_id) and uscc.calc_check_digit(tax_id[:17]) == tax_id[17]:
-        return True
-    return bool(ric.is_valid(tax_id))
+def _tax_id_flags(value: str) -> tuple[bool, bool]:
+    """(well formed, checksum ok) by the engine's definition (app.engine.taxid, fapiao.md §2), so
+    rules and composition agree; 15/17/20-character ids have no check character to fail."""
+    try:
+        check = check_tax_id(value)
+    except ValidationFailed:
+        return False, False
+    return True, check.checksum_ok is not False
