@@ -63,10 +63,16 @@ class Settings:
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @staticmethod
+    def database_url_from_env(instance_path: Path | None = None) -> str:
+        """The database URL alone (no side effects: secrets are not generated)."""
+        instance = instance_path or default_instance_path()
+        return _env("DATABASE_URL") or f"sqlite:///{instance / 'kaipiao.sqlite3'}"
+
     @classmethod
     def from_env(cls, instance_path: Path | None = None) -> Settings:
         instance = instance_path or default_instance_path()
-        database_url = _env("DATABASE_URL") or f"sqlite:///{instance / 'kaipiao.sqlite3'}"
+        database_url = cls.database_url_from_env(instance)
         secret = _env("SECRET_KEY") or _persistent_secret(instance, "secret_key")
         enc = _env("ENCRYPTION_KEY") or _persistent_secret(instance, "encryption_key")
         extra = {k[len(PREFIX):]: v for k, v in os.environ.items() if k.startswith(PREFIX)}

@@ -37,11 +37,12 @@ def _database_session():
     from app import crypto, db
     from app.settings import Settings
 
-    settings = Settings.from_env()
-    if settings.is_sqlite:
-        path = settings.database_url.split("///", 1)[-1]
+    url = Settings.database_url_from_env()
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
         if not path or not _Path(path).exists():
-            return None
+            return None  # right after install: stateless, and nothing is written
+    settings = Settings.from_env()
     crypto.configure(settings.encryption_key)
     db.configure(settings.database_url)
     return db.SessionFactory()

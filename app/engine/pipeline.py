@@ -75,7 +75,8 @@ class Timing:
         for f in fields(cls):
             value = os.environ.get(f"KAIPIAO_TIMING_{f.name.upper()}")
             if value:
-                setattr(timing, f.name, timedelta(seconds=float(value)))
+                # Decimal parsing: app/engine, where money lives, has no float conversions at all.
+                setattr(timing, f.name, timedelta(milliseconds=int(Decimal(value) * 1000)))
         return timing
 
 

@@ -51,6 +51,10 @@ def add(session: Session, queue: str, func: str, item_id: int | str, *, key: str
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    # Also emitted when a SAVEPOINT is released: wait for the outermost commit, when the
+    # rows are visible to others (and SQLite's write lock is free).
+    if session.in_nested_transaction():
+        return
     if session.info.pop(_PENDING_KEY, False) and not session.info.get("kaipiao_no_dispatch"):
         try:
             dispatch_pending()

@@ -35,7 +35,7 @@ def test_preview_errors_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(group(), ["preview", order])
     assert result.exit_code == 2
     assert json.loads(result.output) == {
-        "errors": [{"path": "seller", "code": "required", "message": "required when the shop is not configured"}]}
+        "errors": [{"path": "seller", "code": "required", "message": "required when the order's shop is not configured in Kaipiao"}]}
     bad = tmp_path / "bad.json"
     bad.write_text('{"platform": "tmall"', encoding="utf-8")
     result = CliRunner().invoke(group(), ["preview", str(bad), "--seller", str(LOCAL_EXAMPLES / "seller.json")])

@@ -75,6 +75,9 @@ def _all_terminal() -> tuple[bool, Counter]:
 def test_chaos_exactly_once(db_url, redis_url, settings, tmp_path: Path, monkeypatch):
     from app.integrations.tax.sandbox.runner import start_sandbox_subprocess
 
+    from app import crypto
+
+    crypto.configure(settings.encryption_key)
     sandbox_db = tmp_path / "sandbox.sqlite3"
     sandbox = start_sandbox_subprocess(sandbox_db)
     children = Children()
