@@ -39,10 +39,13 @@ def random_order(rng: random.Random, platform: str, shop_code: str, order_id: st
     status = rng.choice(STATUSES)
     doc: dict[str, Any] = {"platform": platform, "shop_id": shop_code, "order_id": order_id, "status": status,
                            "paid_at": paid.isoformat(timespec="seconds")}
+    latest = now - timedelta(minutes=1)  # nothing happens in the future
+    shipped = min(paid + timedelta(hours=rng.randint(2, 30)), latest)
+    received = min(shipped + timedelta(days=1, hours=rng.randint(0, 20)), latest)
     if status in ("shipped", "received", "completed"):
-        doc["shipped_at"] = (paid + timedelta(hours=rng.randint(2, 30))).isoformat(timespec="seconds")
+        doc["shipped_at"] = shipped.isoformat(timespec="seconds")
     if status in ("received", "completed"):
-        doc["received_at"] = (paid + timedelta(days=2, hours=rng.randint(0, 20))).isoformat(timespec="seconds")
+        doc["received_at"] = received.isoformat(timespec="seconds")
     lines = []
     for index, (sku, name, unit, price, code, rate) in enumerate(rng.sample(PRODUCTS, rng.randint(1, max_lines)), 1):
         line = {"line_id": str(index), "sku": sku, "name": name, "unit": unit,
