@@ -107,7 +107,7 @@ def test_chaos_exactly_once(db_url, redis_url, settings, tmp_path: Path, monkeyp
 
         def killer() -> None:
             rng = random.Random(7)
-            while not stop.wait(rng.uniform(0.3, 1.5)):
+            while not stop.wait(rng.uniform(1.0, 3.0)):
                 name = f"w{rng.randrange(WORKERS)}"
                 children.kill(name)  # SIGKILL the worker and its work-horse mid-flight
                 kills.append(name)
