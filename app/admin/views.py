@@ -10,6 +10,7 @@ from wtforms import PasswordField, SelectMultipleField
 
 from app.admin.base import LedgerView, SecureModelView
 from app.admin.operations import OperationsView
+from app.admin.rules import RulesView
 from app.models import (
     AdminAuditLog,
     Invoice,
@@ -189,6 +190,7 @@ def build_views() -> list[Any]:
         ShopView(Shop, name=_l("Shops"), category=shop_cat, endpoint="shops"),
         TaxCodeView(TaxCode, name=_l("Tax codes"), category=tax_cat, endpoint="tax_codes"),
         SkuTaxMappingView(SkuTaxMapping, name=_l("SKU → tax code"), category=tax_cat, endpoint="sku_mappings"),
+        RulesView(name=_l("Invoicing rules"), category=tax_cat, endpoint="rules", url="/admin/rules"),
         OrderView(Order, name=_l("Orders"), category=flow_cat, endpoint="orders"),
         InvoiceRequestView(InvoiceRequest, name=_l("Invoice requests"), category=flow_cat, endpoint="requests"),
         InvoiceView(Invoice, name=_l("Invoices"), category=flow_cat, endpoint="invoices"),
