@@ -37,23 +37,37 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     terminalreporter.write_line(f"kaipiao tests ran on: {'PostgreSQL' if TEST_DB_URL.startswith('postgres') else 'SQLite'}")
 
 
-def _reset_postgres(url: str) -> None:
-    engine = kdb.make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
+@pytest.fixture(scope="session")
+def _postgres_url() -> Iterator[str]:
+    """A database of this test run's own on the server KAIPIAO_TEST_DATABASE_URL names, so
+    concurrent runs (several developers, CI) never share tables."""
+    from sqlalchemy.engine import make_url
+
+    base = make_url(TEST_DB_URL)
+    name = f"kaipiao_test_{os.getpid()}"
+    admin = kdb.make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    yield url
+    kdb.session.remove()
+    if kdb._engine is not None:
+        kdb._engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")
-def _migrated_template(tmp_path_factory) -> str:
+def _migrated_template(request, tmp_path_factory) -> str:
     """Migrate once per test session; per-test databases start from this."""
     from app.migrate import upgrade
 
     if TEST_DB_URL:
-        _reset_postgres(TEST_DB_URL)
-        upgrade(TEST_DB_URL)
-        return TEST_DB_URL
+        url = request.getfixturevalue("_postgres_url")
+        upgrade(url)
+        return url
     path = tmp_path_factory.mktemp("template") / "template.sqlite3"
     upgrade(f"sqlite:///{path}")
     return str(path)
@@ -72,8 +86,8 @@ def _truncate_all(url: str) -> None:
 @pytest.fixture
 def db_url(_migrated_template: str, tmp_path: Path) -> Iterator[str]:
     if TEST_DB_URL:
-        _truncate_all(TEST_DB_URL)
-        url = TEST_DB_URL
+        url = _migrated_template
+        _truncate_all(url)
     else:
         target = tmp_path / "kaipiao.sqlite3"
         shutil.copyfile(_migrated_template, target)

@@ -447,7 +447,7 @@ class OperationsView(SecureView):
             if invoice.status not in ("unknown", "pending") and not stuck:
                 raise Refused(_("invoice %(id)s is %(status)s; only unknown, pending or stuck issuing "
                                     "invoices are queried", id=invoice_id, status=invoice.status))
-            outbox.add(session, "issue", "poll_invoices", invoice_id)
+            pipeline.queue_poll(session, invoice_id)
             return _("Query for invoice %(serial)s queued.", serial=invoice.serial_no)
 
         return self._act("ops.query_invoice", f"Invoice:{invoice_id}", work, "stale")

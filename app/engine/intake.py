@@ -27,6 +27,7 @@ from app.engine.contract import parse_order
 from app.errors import Problem, ValidationFailed
 from app.jobs import outbox
 from app.models import InvoiceRequest, Order, OrderLine, Refund, Shop
+from app.types import utcnow
 
 STATUS_RANK = {"created": 0, "paid": 1, "shipped": 2, "received": 3, "completed": 4, "cancelled": 5, "closed": 5}
 REDECIDE_FROM = ("received", "waiting", "held", "skipped", "failed")
@@ -121,6 +122,7 @@ def _upsert(session: Session, shop: Shop, doc: dict[str, Any], *, source: str,
                       data={"version": version, "status": doc["status"], "source": source})
         if request is not None and request.status in REDECIDE_FROM:
             _fill_request(request, doc)
+            request.queued_at = utcnow()
             outbox.add(session, "decide", "decide_requests", request.id, key=f"decide:{request.id}")
         elif request is not None:
             ledger.record(session, "order_changed_after_issue", order_pk=order.id, request_id=request.id, actor=actor,
@@ -130,7 +132,7 @@ def _upsert(session: Session, shop: Shop, doc: dict[str, Any], *, source: str,
     _fill_order(order, shop, doc, digest, version)
     session.add(order)
     session.flush()
-    request = InvoiceRequest(order_pk=order.id, status="received")
+    request = InvoiceRequest(order_pk=order.id, status="received", queued_at=utcnow())
     _fill_request(request, doc)
     session.add(request)
     session.flush()

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import db, ledger
@@ -61,7 +61,7 @@ class Timing:
 
     stuck_issuing: timedelta = timedelta(seconds=120)
     stale_undecided: timedelta = timedelta(seconds=60)
-    stale_ready: timedelta = timedelta(seconds=30)
+    requeue_after: timedelta = timedelta(seconds=60)
     outbox_grace: timedelta = timedelta(seconds=2)
     first_poll: timedelta = timedelta(milliseconds=500)
     max_backoff: timedelta = timedelta(seconds=300)
@@ -100,6 +100,27 @@ def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
 def serial_for(request_id: int, split_index: int, generation: int) -> str:
     """Stable, unique and ≤ 20 characters (Nuonuo orderNo): KP + request + part + generation."""
     return f"KP{request_id:011d}{split_index:03d}{generation:04d}"
+
+
+# ------------------------------------------------------------------------------------------ queue
+
+
+def queue_decision(session: Session, request_id: int) -> None:
+    session.execute(update(InvoiceRequest).where(InvoiceRequest.id == request_id).values(queued_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    outbox.add(session, "decide", "decide_requests", request_id, key=f"decide:{request_id}")
+
+
+def queue_issue(session: Session, invoice_id: int) -> None:
+    session.execute(update(Invoice).where(Invoice.id == invoice_id).values(queued_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    outbox.add(session, "issue", "issue_invoices", invoice_id, key=f"issue:{invoice_id}")
+
+
+def queue_poll(session: Session, invoice_id: int) -> None:
+    session.execute(update(Invoice).where(Invoice.id == invoice_id).values(queued_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    outbox.add(session, "issue", "poll_invoices", invoice_id, key=f"poll:{invoice_id}")
 
 
 # ------------------------------------------------------------------------------------------ decide
@@ -202,7 +223,7 @@ def _compose_and_queue(session: Session, request: InvoiceRequest, order, shop: S
         ledger.record(session, "invoice_composed", order_pk=order.id, request_id=request.id, invoice_id=invoice.id,
                       to_state="ready", data={"serial_no": invoice.serial_no, "total": part["total"],
                                               "rules_version": decision.rules_version, "part": f"{index}/{count}"})
-        outbox.add(session, "issue", "issue_invoices", invoice.id, key=f"issue:{invoice.id}")
+        queue_issue(session, invoice.id)
     lifecycle.move_request(session, request.id, "issuing", expect="deciding", order_pk=order.id,
                            reason=None, **{**stamp, "decision": draft["decision"]})
     return "issuing"
@@ -393,7 +414,7 @@ def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
                 # The provider never got it: sending the same serial again is safe.
                 lifecycle.move_invoice(session, row.id, "ready", expect=row.status,
                                        reason="provider has no record of this serial", next_attempt_at=None)
-                outbox.add(session, "issue", "issue_invoices", row.id, key=f"issue:{row.id}")
+                queue_issue(session, row.id)
             outcome.bump("resend")
             continue
         except TaxGatewayError as exc:
@@ -451,7 +472,7 @@ def _queue_backlog(session: Session, limit: int | None = 2000) -> int:
              .order_by(Invoice.id))
     rows = session.execute(query.limit(limit) if limit else query).all()
     for row in rows:
-        outbox.add(session, "issue", "issue_invoices", row.id, key=f"issue:{row.id}:{row.state_version}")
+        queue_issue(session, row.id)
     return len(rows)
 
 
@@ -472,23 +493,29 @@ def tick(now: datetime | None = None) -> Outcome:
             if _probe(session):
                 resume(session, actor="system:probe")
                 paused = False
+        lost = now - TIMING.requeue_after  # a job queued before this has surely run or been lost
         if not paused:
-            stale = session.execute(
-                select(Invoice.id, Invoice.state_version).where(Invoice.status == "ready")
-                .where(((Invoice.next_attempt_at.is_not(None)) & (Invoice.next_attempt_at <= now))
-                       | ((Invoice.next_attempt_at.is_(None)) & (Invoice.updated_at <= now - TIMING.stale_ready)))
+            # Due retries (next_attempt_at passed since the last queueing) and ready invoices
+            # whose job was lost (queued long ago, still ready).
+            retry = session.scalars(
+                select(Invoice.id).where(Invoice.status == "ready")
+                .where((Invoice.next_attempt_at.is_(None)) | (Invoice.next_attempt_at <= now))
+                .where(Invoice.queued_at.is_(None) | (Invoice.queued_at <= lost)
+                       | (Invoice.next_attempt_at.is_not(None) & (Invoice.queued_at < Invoice.next_attempt_at)))
                 .order_by(Invoice.id).limit(2000)
             ).all()
-            for row in stale:
-                outbox.add(session, "issue", "issue_invoices", row.id, key=f"issue:{row.id}:{row.state_version}")
-            outcome.bump("retry_queued", len(stale))
-        due_polls = session.execute(
-            select(Invoice.id, Invoice.state_version).where(Invoice.status.in_(("pending", "unknown")))
+            for invoice_id in retry:
+                queue_issue(session, invoice_id)
+            outcome.bump("retry_queued", len(retry))
+        due_polls = session.scalars(
+            select(Invoice.id).where(Invoice.status.in_(("pending", "unknown")))
             .where((Invoice.next_attempt_at.is_(None)) | (Invoice.next_attempt_at <= now))
+            .where(Invoice.queued_at.is_(None) | (Invoice.queued_at <= lost)
+                   | (Invoice.next_attempt_at.is_not(None) & (Invoice.queued_at < Invoice.next_attempt_at)))
             .order_by(Invoice.id).limit(2000)
         ).all()
-        for row in due_polls:
-            outbox.add(session, "issue", "poll_invoices", row.id, key=f"poll:{row.id}:{row.state_version}")
+        for invoice_id in due_polls:
+            queue_poll(session, invoice_id)
         outcome.bump("polls_queued", len(due_polls))
         stuck = session.scalars(select(Invoice.id).where(Invoice.status == "issuing",
                                                          Invoice.updated_at <= now - TIMING.stuck_issuing)).all()
@@ -496,16 +523,19 @@ def tick(now: datetime | None = None) -> Outcome:
             # A worker died between the commit and the answer: ask, never resend.
             lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing",
                                    reason="no answer recorded (worker stopped?)", next_attempt_at=now)
-            outbox.add(session, "issue", "poll_invoices", invoice_id, key=f"poll:{invoice_id}:stuck")
+            queue_poll(session, invoice_id)
         outcome.bump("stuck_recovered", len(stuck))
         undecided = session.scalars(
             select(InvoiceRequest.id).where(
-                ((InvoiceRequest.status == "waiting") & (InvoiceRequest.issue_after <= now))
-                | ((InvoiceRequest.status == "received") & (InvoiceRequest.updated_at <= now - TIMING.stale_undecided))
+                ((InvoiceRequest.status == "waiting") & (InvoiceRequest.issue_after <= now)
+                 & (InvoiceRequest.queued_at.is_(None) | (InvoiceRequest.queued_at < InvoiceRequest.issue_after)
+                    | (InvoiceRequest.queued_at <= lost)))
+                | ((InvoiceRequest.status == "received") & (InvoiceRequest.updated_at <= now - TIMING.stale_undecided)
+                   & (InvoiceRequest.queued_at.is_(None) | (InvoiceRequest.queued_at <= lost)))
             ).order_by(InvoiceRequest.id).limit(5000)
         ).all()
         for request_id in undecided:
-            outbox.add(session, "decide", "decide_requests", request_id, key=f"decide:{request_id}")
+            queue_decision(session, request_id)
         outcome.bump("decisions_queued", len(undecided))
     return outcome
 
@@ -533,7 +563,7 @@ def retry_failed(session: Session, invoice_id: int, actor: str) -> None:
         lifecycle.move_request(session, invoice.request_id, "issuing", expect="failed", actor=actor)
     except InvalidTransition:
         pass
-    outbox.add(session, "issue", "issue_invoices", invoice_id, key=f"issue:{invoice_id}")
+    queue_issue(session, invoice_id)
 
 
 def redecide(session: Session, request_id: int, actor: str) -> None:
@@ -543,6 +573,6 @@ def redecide(session: Session, request_id: int, actor: str) -> None:
         raise InvalidTransition(Problem(
             "status", "invalid_transition",
             f"request {request_id} is {request.status}; only held, skipped, failed or waiting requests are decided again"))
-    outbox.add(session, "decide", "decide_requests", request_id, key=f"decide:{request_id}")
+    queue_decision(session, request_id)
     ledger.record(session, "redecide_requested", order_pk=request.order_pk, request_id=request_id, actor=actor)
 

@@ -30,7 +30,7 @@ class Invoice(Base):
     # idempotency key with the tax provider.
     serial_no: Mapped[str] = mapped_column(String(40), unique=True)
     number: Mapped[str | None] = mapped_column(String(20), unique=True, doc="20-digit 数电票 number")
-    issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     split_index: Mapped[int] = mapped_column(Integer, default=1)
     split_count: Mapped[int] = mapped_column(Integer, default=1)
     buyer: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -51,6 +51,9 @@ class Invoice(Base):
     # survive a Redis flush and are picked up by the periodic tick.
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # When work for this invoice was last queued: the tick re-queues only work whose job
+    # has had time to run (or was lost), so a backlog is never flooded with duplicates.
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pdf_path: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

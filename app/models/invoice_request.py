@@ -44,6 +44,7 @@ class InvoiceRequest(Base):
     rules_version: Mapped[str | None] = mapped_column(String(80))
     rules_fired: Mapped[list[str] | None] = mapped_column(JSON)
     issue_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, doc="when a decision was last queued")
     status_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -73,9 +73,8 @@ def _all_terminal() -> tuple[bool, Counter]:
 
 
 def test_chaos_exactly_once(db_url, redis_url, settings, tmp_path: Path, monkeypatch):
-    from app.integrations.tax.sandbox.runner import start_sandbox_subprocess
-
     from app import crypto
+    from app.integrations.tax.sandbox.runner import start_sandbox_subprocess
 
     crypto.configure(settings.encryption_key)
     sandbox_db = tmp_path / "sandbox.sqlite3"
@@ -86,7 +85,7 @@ def test_chaos_exactly_once(db_url, redis_url, settings, tmp_path: Path, monkeyp
         requests.post(f"{sandbox.base_url}/admin/faults", json=faults, timeout=5).raise_for_status()
         _setup_merchant(sandbox.base_url)
         queues.configure(settings)
-        timing = {"STUCK_ISSUING": "3", "STALE_UNDECIDED": "3", "STALE_READY": "2", "OUTBOX_GRACE": "1",
+        timing = {"STUCK_ISSUING": "3", "STALE_UNDECIDED": "3", "REQUEUE_AFTER": "4", "OUTBOX_GRACE": "1",
                   "MAX_BACKOFF": "2", "FIRST_POLL": "0.2"}
         for name, value in timing.items():
             monkeypatch.setattr(pipeline.TIMING, name.lower(), pipeline.timedelta(seconds=float(value)))

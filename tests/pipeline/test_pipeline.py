@@ -133,8 +133,9 @@ def test_rate_limited_goes_back_with_backoff(shop, sandbox):
     [invoice] = _decide_and_issue(request_id)
     assert invoice.status == "ready" and invoice.attempts == 1 and invoice.next_attempt_at > utcnow()
     assert pipeline.issue_invoices([invoice.id]).counts == {"skipped": 1}  # not due yet
-    with db.transaction() as session:
-        session.get(Invoice, invoice.id).next_attempt_at = utcnow() - timedelta(seconds=1)
+    with db.transaction() as session:  # time passes: the backoff is over
+        row = session.get(Invoice, invoice.id)
+        row.queued_at, row.next_attempt_at = utcnow() - timedelta(seconds=10), utcnow() - timedelta(seconds=1)
     tick = pipeline.tick()
     assert tick.counts["retry_queued"] == 1
     pipeline.issue_invoices([invoice.id])
