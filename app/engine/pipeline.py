@@ -127,13 +127,16 @@ def queue_poll(session: Session, invoice_id: int) -> None:
 
 
 def decide_requests(request_ids: Iterable[int], now: datetime | None = None) -> Outcome:
+    """A batch in one transaction, each request in its own savepoint (one bad request never
+    takes the others down); one commit queues all the issue work as batch jobs."""
     outcome = Outcome()
-    for request_id in request_ids:
-        try:
-            with db.transaction() as session:
-                outcome.bump(decide_request(session, int(request_id), now=now))
-        except InvalidTransition:
-            outcome.bump("raced")  # another worker decided it first
+    with db.transaction() as session:
+        for request_id in request_ids:
+            try:
+                with session.begin_nested():
+                    outcome.bump(decide_request(session, int(request_id), now=now))
+            except InvalidTransition:
+                outcome.bump("raced")  # another worker decided it first
     return outcome
 
 
@@ -284,7 +287,11 @@ def resume(session: Session, actor: str) -> bool:
 
 
 def issue_invoices(invoice_ids: Iterable[int], now: datetime | None = None) -> Outcome:
-    """ready → issuing (committed) → call → pending | unknown | ready (backoff) | failed."""
+    """ready → issuing (committed) → call → pending | unknown | ready (backoff) | failed.
+
+    Every serial is committed as ``issuing`` before any call leaves this process; the answers
+    are then recorded together (a crash before that leaves ``issuing``, which the tick turns
+    into a query by serial)."""
     outcome = Outcome()
     settings = queues.current_settings()
     claimed: list[tuple[int, IssueRequest, SellerEntity | None]] = []
@@ -295,65 +302,71 @@ def issue_invoices(invoice_ids: Iterable[int], now: datetime | None = None) -> O
         now = now or utcnow()
         invoices = session.scalars(select(Invoice).where(Invoice.id.in_([int(i) for i in invoice_ids]))
                                    .order_by(Invoice.id)).all()
+        sellers: dict[int, SellerEntity | None] = {}
         for invoice in invoices:
             if invoice.status != "ready" or (invoice.next_attempt_at and invoice.next_attempt_at > now):
                 outcome.bump("skipped")
                 continue
             request = IssueRequest.from_draft_invoice(invoice.serial_no, invoice_document(invoice))
-            seller = session.get(SellerEntity, invoice.seller_entity_id) if invoice.seller_entity_id else None
+            if invoice.seller_entity_id not in sellers:
+                sellers[invoice.seller_entity_id] = (session.get(SellerEntity, invoice.seller_entity_id)
+                                                     if invoice.seller_entity_id else None)
             lifecycle.move_invoice(session, invoice, "issuing", expect="ready",
                                    data={"serial_no": invoice.serial_no, "attempt": invoice.attempts + 1})
-            claimed.append((invoice.id, request, seller))
-    # The serials and the issuing state are committed before any call leaves this process.
-    accepted: list[int] = []
+            claimed.append((invoice.id, request, sellers[invoice.seller_entity_id]))
+    answers: list[tuple[int, str, Any]] = []  # (invoice id, outcome, result or exception)
+    stop: tuple[str, str] | None = None  # (pause code, reason): the rest goes back to ready
     transient_streak = 0
-    for position, (invoice_id, request, seller) in enumerate(claimed):
+    for invoice_id, request, seller in claimed:
+        if stop is not None:
+            answers.append((invoice_id, "unsent", None))
+            continue
         try:
             result = gateway_for(seller, settings).issue(request)
         except GatewayPaused as exc:
-            with db.transaction() as session:
-                code = "auth_expired" if isinstance(exc, AuthExpired) else "paused"
-                pause(session, code, str(exc))
-                for pending_id, _, _ in claimed[position:]:
-                    lifecycle.move_invoice(session, pending_id, "ready", expect="issuing", reason=str(exc)[:200])
-            outcome.bump("paused", len(claimed) - position)
-            return outcome
+            stop = ("auth_expired" if isinstance(exc, AuthExpired) else "paused", str(exc))
+            answers.append((invoice_id, "unsent", None))
+            continue
+        except CreditExhausted as exc:
+            stop = ("credit", f"monthly credit (授信额度) exhausted: {exc}")
+            answers.append((invoice_id, "unsent", None))
+            continue
         except OutcomeUnknown as exc:
-            with db.transaction() as session:
-                lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing", reason=str(exc)[:200],
-                                       next_attempt_at=utcnow() + TIMING.first_poll)
-            outcome.bump("unknown")
+            answers.append((invoice_id, "unknown", exc))
             continue
         except TransientGatewayError as exc:
             transient_streak += 1
-            _retry_later(invoice_id, exc, outcome)
+            answers.append((invoice_id, "transient", exc))
             if transient_streak >= OUTAGE_THRESHOLD:
-                with db.transaction() as session:
-                    pause(session, "outage", f"{transient_streak} consecutive transient failures: {exc}")
-                    for pending_id, _, _ in claimed[position + 1:]:
-                        lifecycle.move_invoice(session, pending_id, "ready", expect="issuing",
-                                               reason="provider outage")
-                return outcome
+                stop = ("outage", f"{transient_streak} consecutive transient failures: {exc}")
             continue
-        except CreditExhausted as exc:
-            with db.transaction() as session:
-                pause(session, "credit", f"monthly credit (授信额度) exhausted: {exc}")
-                for pending_id, _, _ in claimed[position:]:
-                    lifecycle.move_invoice(session, pending_id, "ready", expect="issuing", reason="credit exhausted")
-            outcome.bump("paused", len(claimed) - position)
-            return outcome
         except PermanentGatewayError as exc:
-            with db.transaction() as session:
-                _fail(session, invoice_id, f"{exc.code}: {exc}", expect="issuing")
-            outcome.bump("failed")
+            answers.append((invoice_id, "failed", exc))
             continue
         transient_streak = 0
-        with db.transaction() as session:
-            lifecycle.move_invoice(session, invoice_id, "pending", expect="issuing",
-                                   provider_ref=result.provider_serial,
-                                   data={"provider_serial": result.provider_serial, "duplicate": result.duplicate})
-        accepted.append(invoice_id)
-        outcome.bump("accepted")
+        answers.append((invoice_id, "accepted", result))
+    accepted: list[int] = []
+    with db.transaction() as session:
+        if stop is not None:
+            pause(session, *stop)
+        for invoice_id, kind, value in answers:
+            if kind == "accepted":
+                lifecycle.move_invoice(session, invoice_id, "pending", expect="issuing",
+                                       provider_ref=value.provider_serial,
+                                       data={"provider_serial": value.provider_serial, "duplicate": value.duplicate})
+                accepted.append(invoice_id)
+            elif kind == "unknown":
+                lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing", reason=str(value)[:200],
+                                       next_attempt_at=utcnow() + TIMING.first_poll)
+            elif kind == "transient":
+                kind = _retry_later(session, invoice_id, value)
+            elif kind == "failed":
+                _fail(session, invoice_id, f"{value.code}: {value}", expect="issuing")
+            else:  # unsent: paused before it left
+                lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing",
+                                       reason=f"not sent: {stop[1] if stop else 'paused'}"[:200])
+                kind = "paused"
+            outcome.bump(kind)
     if accepted:
         polled = poll_invoices(accepted)
         for key, n in polled.counts.items():
@@ -361,18 +374,16 @@ def issue_invoices(invoice_ids: Iterable[int], now: datetime | None = None) -> O
     return outcome
 
 
-def _retry_later(invoice_id: int, exc: TaxGatewayError, outcome: Outcome) -> None:
-    with db.transaction() as session:
-        invoice = session.get(Invoice, invoice_id)
-        attempts = invoice.attempts + 1
-        if attempts >= MAX_TRANSIENT_ATTEMPTS:
-            _fail(session, invoice_id, f"gave up after {attempts} transient failures: {exc}", expect="issuing")
-            outcome.bump("failed")
-            return
-        retry_after = getattr(exc, "retry_after", None)
-        lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing", reason=str(exc)[:200],
-                               attempts=attempts, next_attempt_at=utcnow() + backoff(attempts, retry_after))
-    outcome.bump("retry")
+def _retry_later(session: Session, invoice_id: int, exc: TaxGatewayError) -> str:
+    invoice = session.get(Invoice, invoice_id)
+    attempts = invoice.attempts + 1
+    if attempts >= MAX_TRANSIENT_ATTEMPTS:
+        _fail(session, invoice_id, f"gave up after {attempts} transient failures: {exc}", expect="issuing")
+        return "failed"
+    retry_after = getattr(exc, "retry_after", None)
+    lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing", reason=str(exc)[:200],
+                           attempts=attempts, next_attempt_at=utcnow() + backoff(attempts, retry_after))
+    return "retry"
 
 
 def _fail(session: Session, invoice_id: int, reason: str, *, expect: str) -> None:
@@ -380,8 +391,9 @@ def _fail(session: Session, invoice_id: int, reason: str, *, expect: str) -> Non
                            failure_reason=reason[:500], next_attempt_at=None)
     invoice = session.get(Invoice, invoice_id)
     try:
-        lifecycle.move_request(session, invoice.request_id, "failed", expect="issuing",
-                               reason=f"invoice {invoice.serial_no} failed: {reason}"[:500])
+        with session.begin_nested():
+            lifecycle.move_request(session, invoice.request_id, "failed", expect="issuing",
+                                   reason=f"invoice {invoice.serial_no} failed: {reason}"[:500])
     except InvalidTransition:
         pass  # another part of the same order failed first
 
@@ -390,7 +402,8 @@ def _fail(session: Session, invoice_id: int, reason: str, *, expect: str) -> Non
 
 
 def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
-    """Ask the provider by serial: pending | unknown | issuing(stuck) → issued | pending | failed | ready."""
+    """Ask the provider by serial: pending | unknown | issuing(stuck) → issued | pending | failed | ready.
+    The answers of a batch are recorded in one transaction."""
     outcome = Outcome()
     settings = queues.current_settings()
     with db.transaction() as session:
@@ -398,52 +411,53 @@ def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
             select(Invoice.id, Invoice.serial_no, Invoice.status, Invoice.seller_entity_id, Invoice.attempts)
             .where(Invoice.id.in_([int(i) for i in invoice_ids]),
                    Invoice.status.in_(("pending", "unknown", "issuing")))
+            .order_by(Invoice.id)
         ).all()
         sellers = {r.seller_entity_id: session.get(SellerEntity, r.seller_entity_id) for r in rows
                    if r.seller_entity_id}
+    answers: list[tuple[Any, str, Any]] = []
     for row in rows:
-        seller = sellers.get(row.seller_entity_id)
         try:
-            result = gateway_for(seller, settings).query(row.serial_no)
+            result = gateway_for(sellers.get(row.seller_entity_id), settings).query(row.serial_no)
         except NotFound:
-            if row.status == "pending":
-                outcome.bump("lost_pending")  # accepted but unknown now: keep asking, never resend
-                _poll_later(row.id, row.status, row.attempts)
-                continue
-            with db.transaction() as session:
-                # The provider never got it: sending the same serial again is safe.
-                lifecycle.move_invoice(session, row.id, "ready", expect=row.status,
-                                       reason="provider has no record of this serial", next_attempt_at=None)
-                queue_issue(session, row.id)
-            outcome.bump("resend")
+            # Accepted but unknown now: keep asking, never resend. Never reached: resend the same serial.
+            answers.append((row, "lost_pending" if row.status == "pending" else "resend", None))
             continue
         except TaxGatewayError as exc:
-            outcome.bump("query_failed")
             log.info("query %s failed: %s", row.serial_no, exc)
-            _poll_later(row.id, row.status, row.attempts)
+            answers.append((row, "query_failed", None))
             continue
-        if result.status == IssueStatus.ISSUED:
-            with db.transaction() as session:
-                _mark_issued(session, row.id, row.status, result)
-            outcome.bump("issued")
-        elif result.status == IssueStatus.FAILED:
-            with db.transaction() as session:
-                _fail(session, row.id, f"{result.error_code}: {result.error_reason}", expect=row.status)
-            outcome.bump("failed")
-        else:
-            _poll_later(row.id, row.status, row.attempts, to="pending")
-            outcome.bump("pending")
+        status = {IssueStatus.ISSUED: "issued", IssueStatus.FAILED: "failed"}.get(result.status, "pending")
+        answers.append((row, status, result))
+    with db.transaction() as session:
+        for row, kind, result in answers:
+            try:
+                with session.begin_nested():
+                    if kind == "issued":
+                        _mark_issued(session, row.id, row.status, result)
+                    elif kind == "failed":
+                        _fail(session, row.id, f"{result.error_code}: {result.error_reason}", expect=row.status)
+                    elif kind == "resend":
+                        lifecycle.move_invoice(session, row.id, "ready", expect=row.status,
+                                               reason="provider has no record of this serial", next_attempt_at=None)
+                        queue_issue(session, row.id)
+                    else:  # pending, lost_pending, query_failed: ask again later
+                        _poll_later(session, row.id, row.status, row.attempts,
+                                    to="pending" if kind == "pending" else None)
+            except InvalidTransition:
+                kind = "raced"  # another worker recorded it first
+            outcome.bump(kind)
     return outcome
 
 
-def _poll_later(invoice_id: int, status: str, attempts: int, to: str | None = None) -> None:
-    with db.transaction() as session:
-        when = utcnow() + backoff(attempts + 1)
-        if to and to != status:
-            lifecycle.move_invoice(session, invoice_id, to, expect=status, next_attempt_at=when)
-        else:
-            session.execute(Invoice.__table__.update().where(Invoice.id == invoice_id, Invoice.status == status)
-                            .values(next_attempt_at=when, attempts=Invoice.attempts + 1))
+def _poll_later(session: Session, invoice_id: int, status: str, attempts: int, to: str | None = None) -> None:
+    when = utcnow() + backoff(attempts + 1)
+    if to and to != status:
+        lifecycle.move_invoice(session, invoice_id, to, expect=status, next_attempt_at=when)
+    else:
+        session.execute(update(Invoice).where(Invoice.id == invoice_id, Invoice.status == status)
+                        .values(next_attempt_at=when, attempts=Invoice.attempts + 1)
+                        .execution_options(synchronize_session=False))
 
 
 def _mark_issued(session: Session, invoice_id: int, status: str, result) -> None:
