@@ -25,6 +25,12 @@ URL = "/admin/rules/"
 # ----------------------------------------------------------------------------------- helpers
 
 
+@pytest.fixture(autouse=True)
+def english(client):
+    """Assertions read the English msgids: pages keep them once the Chinese catalog is written."""
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+
+
 @pytest.fixture
 def shipped(db_session) -> RuleSet:
     """The shipped default loaded into the database: v1 draft, v2 published."""
@@ -284,7 +290,7 @@ def test_publish_needs_a_comment_then_appends_a_version_and_audits(client, login
     assert len(versions_of(db_session, shipped.id)) == 3
     response = client.post(f"{URL}{shipped.id}/publish", data={"version": str(draft.number), "comment": "big orders"},
                            follow_redirects=True)
-    assert "new decisions" in text_of(response) or "新" in text_of(response)
+    assert "default@v4 is live now: it decides new orders from now on" in text_of(response)
     versions = versions_of(db_session, shipped.id)
     assert [(v.number, v.action, v.published, v.based_on) for v in versions][-1] == (4, "publish", True, 3)
     assert versions[-1].author.startswith("user") and versions[-1].comment == "big orders"
@@ -442,3 +448,17 @@ def test_replay_of_a_merchant_rule_set_covers_only_its_merchant(db_session, ship
     result = rules_admin.replay(db_session, draft, 200)
     assert (result.orders, result.changed) == (1, 1)
     assert dict(result.before_labels) == {"default@v2": 1}
+
+
+def test_replay_reports_a_stored_document_it_cannot_read_instead_of_failing(db_session, shipped):
+    shop = gen_shop(db_session)
+    seed_orders(db_session, shop, ["99.00"])
+    broken = gen_order_doc(shop.shop_code, "BROKEN000001")
+    del broken["lines"]
+    db_session.add(Order(platform=shop.platform, shop_code=shop.shop_code, order_no="BROKEN000001", shop_id=shop.id,
+                         status="received", document=broken, document_hash="x"))
+    draft = save_draft(db_session, shipped, with_rule(live_document(db_session, shipped), HOLD_BIG), "someone")
+    db_session.commit()
+    result = rules_admin.replay(db_session, draft, 200)
+    assert result.matrix == {("issue", "issue"): 1, ("error", "error"): 1}
+    assert result.before.count == result.after.count == 1
