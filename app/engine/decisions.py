@@ -16,22 +16,52 @@ from sqlalchemy.orm import Session
 from app.models import Shop
 
 _compiled: dict[int, Any] = {}
+# (merchant, shop) -> (epoch, version id or None); the epoch is the newest version id, so any
+# save, publish or rollback (all append a version) invalidates every entry at once.
+_published: dict[tuple[int, int], tuple[int, int | None]] = {}
 _lock = threading.Lock()
 
 
+def _epoch(session: Session) -> int:
+    from sqlalchemy import func, select
+
+    from app.models import RuleSetVersion
+
+    return session.scalar(select(func.max(RuleSetVersion.id))) or 0
+
+
 def ruleset_for(session: Session, shop: Shop | None):
-    """The compiled rule set published for ``shop``; None = the shipped default."""
+    """The compiled rule set published for ``shop``; None = the shipped default.
+
+    One cheap query per decision (the epoch) keeps this exact: a version published a moment
+    ago decides the very next order, in every process, without a restart."""
     if shop is None:
         return None
+    from app.models import RuleSetVersion
     from app.rules import compile_ruleset
     from app.rules.store import published_version
 
+    epoch = _epoch(session)
+    key = (shop.merchant_id, shop.id)
+    with _lock:
+        cached = _published.get(key)
+    if cached is not None and cached[0] == epoch:
+        version_id = cached[1]
+        if version_id is None:
+            return None
+        with _lock:
+            compiled = _compiled.get(version_id)
+        if compiled is not None:
+            return compiled
     version = published_version(session, shop.merchant_id, shop.id)
+    with _lock:
+        _published[key] = (epoch, version.id if version is not None else None)
     if version is None:
         return None
     with _lock:
         compiled = _compiled.get(version.id)
     if compiled is None:
+        assert isinstance(version, RuleSetVersion)
         compiled = compile_ruleset(version.document, label=version.label)
         with _lock:
             _compiled[version.id] = compiled

@@ -123,7 +123,7 @@ def _upsert(session: Session, shop: Shop, doc: dict[str, Any], *, source: str,
         if request is not None and request.status in REDECIDE_FROM:
             _fill_request(request, doc)
             request.queued_at = utcnow()
-            outbox.add(session, "decide", "decide_requests", request.id, key=f"decide:{request.id}")
+            outbox.add(session, "decide", "decide_requests", request.id)
         elif request is not None:
             ledger.record(session, "order_changed_after_issue", order_pk=order.id, request_id=request.id, actor=actor,
                           data={"request_status": request.status})
@@ -138,7 +138,7 @@ def _upsert(session: Session, shop: Shop, doc: dict[str, Any], *, source: str,
     session.flush()
     ledger.record(session, "order_received", order_pk=order.id, request_id=request.id, actor=actor,
                   to_state="received", data={"version": version, "source": source, "status": doc["status"]})
-    outbox.add(session, "decide", "decide_requests", request.id, key=f"decide:{request.id}")
+    outbox.add(session, "decide", "decide_requests", request.id)
     return "created", order, request
 
 

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app import db, ledger
 from app.engine import lifecycle
@@ -108,19 +108,21 @@ def serial_for(request_id: int, split_index: int, generation: int) -> str:
 def queue_decision(session: Session, request_id: int) -> None:
     session.execute(update(InvoiceRequest).where(InvoiceRequest.id == request_id).values(queued_at=utcnow())
                     .execution_options(synchronize_session=False))
-    outbox.add(session, "decide", "decide_requests", request_id, key=f"decide:{request_id}")
+    outbox.add(session, "decide", "decide_requests", request_id)
 
 
-def queue_issue(session: Session, invoice_id: int) -> None:
-    session.execute(update(Invoice).where(Invoice.id == invoice_id).values(queued_at=utcnow())
-                    .execution_options(synchronize_session=False))
-    outbox.add(session, "issue", "issue_invoices", invoice_id, key=f"issue:{invoice_id}")
+def queue_issue(session: Session, invoice_id: int, *, stamp: bool = True) -> None:
+    """``stamp=False`` when the caller already set ``queued_at`` on the new row."""
+    if stamp:
+        session.execute(update(Invoice).where(Invoice.id == invoice_id).values(queued_at=utcnow())
+                        .execution_options(synchronize_session=False))
+    outbox.add(session, "issue", "issue_invoices", invoice_id)
 
 
 def queue_poll(session: Session, invoice_id: int) -> None:
     session.execute(update(Invoice).where(Invoice.id == invoice_id).values(queued_at=utcnow())
                     .execution_options(synchronize_session=False))
-    outbox.add(session, "issue", "poll_invoices", invoice_id, key=f"poll:{invoice_id}")
+    outbox.add(session, "issue", "poll_invoices", invoice_id)
 
 
 # ------------------------------------------------------------------------------------------ decide
@@ -130,11 +132,15 @@ def decide_requests(request_ids: Iterable[int], now: datetime | None = None) -> 
     """A batch in one transaction, each request in its own savepoint (one bad request never
     takes the others down); one commit queues all the issue work as batch jobs."""
     outcome = Outcome()
+    ids = [int(i) for i in request_ids]
     with db.transaction() as session:
-        for request_id in request_ids:
+        # One query loads the batch (and its orders) into the identity map.
+        session.scalars(select(InvoiceRequest).where(InvoiceRequest.id.in_(ids))
+                        .options(joinedload(InvoiceRequest.order))).all()
+        for request_id in ids:
             try:
                 with session.begin_nested():
-                    outcome.bump(decide_request(session, int(request_id), now=now))
+                    outcome.bump(decide_request(session, request_id, now=now))
             except InvalidTransition:
                 outcome.bump("raced")  # another worker decided it first
     return outcome
@@ -209,7 +215,7 @@ def _compose_and_queue(session: Session, request: InvoiceRequest, order, shop: S
             split_index=index, split_count=count, buyer=part["buyer"], seller=part["seller"],
             total_amount=Decimal(part["total_amount"]), total_tax=Decimal(part["total_tax"]),
             total=Decimal(part["total"]), remark=part.get("remark"),
-            rules_version=decision.rules_version, rules_fired=list(decision.rules_fired),
+            rules_version=decision.rules_version, rules_fired=list(decision.rules_fired), queued_at=utcnow(),
         )
         for line in part["lines"]:
             invoice.lines.append(InvoiceLine(
@@ -226,7 +232,7 @@ def _compose_and_queue(session: Session, request: InvoiceRequest, order, shop: S
         ledger.record(session, "invoice_composed", order_pk=order.id, request_id=request.id, invoice_id=invoice.id,
                       to_state="ready", data={"serial_no": invoice.serial_no, "total": part["total"],
                                               "rules_version": decision.rules_version, "part": f"{index}/{count}"})
-        queue_issue(session, invoice.id)
+        queue_issue(session, invoice.id, stamp=False)
     lifecycle.move_request(session, request.id, "issuing", expect="deciding", order_pk=order.id,
                            reason=None, **{**stamp, "decision": draft["decision"]})
     return "issuing"
