@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import ledger
 from app.errors import InvalidTransition, Problem
@@ -98,6 +99,14 @@ def _guarded(session: Session, model: type, table: dict[str, set[str]], obj_id: 
     return current
 
 
+def _sync(obj: Any, to: str, values: dict[str, Any]) -> None:
+    """Mirror the UPDATE onto a loaded object without a reload (no extra SELECT)."""
+    set_committed_value(obj, "status", to)
+    set_committed_value(obj, "state_version", (obj.state_version or 0) + 1)
+    for key, value in values.items():
+        set_committed_value(obj, key, value)
+
+
 def move_request(session: Session, request: InvoiceRequest | int, to: str, *, expect: str | None = None,
                  expect_version: int | None = None, actor: str = "system", reason: str | None = None,
                  data: dict[str, Any] | None = None, order_pk: int | None = None, **values: Any) -> None:
@@ -113,7 +122,7 @@ def move_request(session: Session, request: InvoiceRequest | int, to: str, *, ex
                   from_state=previous, to_state=to, actor=actor,
                   data={**(data or {}), **({"reason": reason} if reason else {})})
     if not isinstance(request, int):
-        session.expire(request)
+        _sync(request, to, values)
 
 
 def move_invoice(session: Session, invoice: Invoice | int, to: str, *, expect: str | None = None,
@@ -130,4 +139,4 @@ def move_invoice(session: Session, invoice: Invoice | int, to: str, *, expect: s
                   invoice_id=invoice_id, from_state=previous, to_state=to, actor=actor,
                   data={**(data or {}), **({"reason": reason} if reason else {})})
     if not isinstance(invoice, int):
-        session.expire(invoice)
+        _sync(invoice, to, values)
