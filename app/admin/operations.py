@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from app import db
 from app.admin.base import SecureView, audit
 from app.engine import lifecycle, pipeline
+from app.engine.deadlines import open_alarms
 from app.errors import KaipiaoError
 from app.jobs import outbox, queues
 from app.models import GatewayStatus, Invoice, InvoiceRequest, JobFailure, Order, OutboxMessage
@@ -394,6 +395,7 @@ class OperationsView(SecureView):
             stale=stale_outcomes(session, now),
             stale_after=pipeline.TIMING.stuck_issuing,
             held=held_requests(session),
+            deadlines=open_alarms(session),
             failed=failed_invoices(session),
             minute_chart=bar_chart(per_minute, lambda t: local_time(t, "%H:%M"), tick_every=10),
             hour_chart=bar_chart(per_hour, lambda t: local_time(t, "%m-%d %H:00"), tick_every=6),

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session, joinedload
 
 from app import db, ledger
 from app.engine import lifecycle
-from app.engine.decisions import decide_order
+from app.engine.deadlines import deadline_for
+from app.engine.decisions import ruleset_for
 from app.engine.gateways import gateway_for
 from app.engine.shop_context import compose_for, seller_for
 from app.errors import InvalidTransition, Problem, ValidationFailed
@@ -45,6 +46,7 @@ from app.integrations.tax.base import (
 )
 from app.jobs import outbox, queues
 from app.models import GatewayStatus, Invoice, InvoiceLine, InvoiceRequest, SellerEntity, Shop
+from app.rules import decide
 from app.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -163,14 +165,16 @@ def decide_request(session: Session, request_id: int, now: datetime | None = Non
     lifecycle.move_request(session, request, "deciding", expect=request.status,
                            expect_version=request.state_version, order_pk=order.id)
     try:
-        decision = decide_order(session, order.document, shop, now=now)
+        ruleset = ruleset_for(session, shop)
+        decision = decide(order.document, ruleset=ruleset, now=now)
+        deadline = deadline_for(order.document, ruleset)
     except Exception as exc:  # a broken rule must not loop forever: a person looks at it
         log.exception("decision failed for request %s", request_id)
         lifecycle.move_request(session, request_id, "failed", expect="deciding", order_pk=order.id,
                                reason=f"decision failed: {exc}"[:500])
         return "failed"
     stamp = {"decision": decision.as_dict(), "rules_version": decision.rules_version,
-             "rules_fired": list(decision.rules_fired)}
+             "rules_fired": list(decision.rules_fired), "deadline_at": deadline}
     reason = "; ".join(r["message"] for r in decision.as_dict()["reasons"])[:500] or None
     if decision.action == "skip":
         lifecycle.move_request(session, request_id, "skipped", expect="deciding", order_pk=order.id,

@@ -580,3 +580,19 @@ def test_registry_counts_do_not_run_rq_cleanup(redis_url, settings):
     rows = {r.name: r for r in operations.queue_rows(conn)}
     assert rows["issue"].started == 1 and rows["issue"].failed == 0
     assert conn.zcard(q.started_job_registry.key) == 1
+
+
+def test_deadline_alarms_are_listed(client, login, db_session):
+    shop = gen_shop(db_session)
+    order = Order(platform=shop.platform, shop_code=shop.shop_code, order_no="DL1", shop_id=shop.id, status="paid",
+                  document=gen_order_doc(shop.shop_code, "DL1"), document_hash="x")
+    db_session.add(order)
+    db_session.flush()
+    now = utcnow()
+    db_session.add(InvoiceRequest(order_pk=order.id, title_type="personal", kind="normal", title="个人",
+                                  status="waiting", requested_at=now - timedelta(hours=70),
+                                  deadline_at=now + timedelta(hours=2)))
+    db_session.commit()
+    login("operations")
+    page = client.get("/admin/ops/").text
+    assert "deadline-row" in page and "80%" in page

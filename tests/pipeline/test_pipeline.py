@@ -19,8 +19,11 @@ from tests.factories import gen_order_doc
 
 
 def _ingest(order_id: str = "P1", **overrides) -> int:
+    doc = gen_order_doc("pipe-shop", order_id, **overrides)
+    for key in [k for k, v in doc.items() if v is None]:
+        del doc[key]
     with db.transaction() as session:
-        result = ingest(session, [gen_order_doc("pipe-shop", order_id, **overrides)])
+        result = ingest(session, [doc])
     assert not result.rejected, result.rejected
     return result.accepted[0]["request_id"]
 
@@ -255,3 +258,41 @@ def test_a_real_worker_runs_the_jobs(shop, sandbox, settings):
     worker.work(burst=True)
     worker.work(burst=True)  # the issue job was queued by the decision
     assert _request(request_id).status == "issued"
+
+
+def test_a_published_rule_change_decides_the_next_order_without_restart(shop, sandbox):
+    from app.rules import load_ruleset_file, rules_dir
+    from app.rules.store import get_or_create_rule_set, publish, save_draft
+
+    first = _ingest("R1")
+    pipeline.decide_requests([first])
+    assert _request(first).status == "issuing"
+    document = load_ruleset_file(rules_dir() / "default.yaml")
+    document["rules"].insert(0, {"id": "hold-everything", "priority": 1, "then": [
+        {"action": "hold", "code": "manual_review", "reason": "every order is reviewed this week"}]})
+    with db.transaction() as session:
+        rule_set = get_or_create_rule_set(session, "review-week", merchant_id=shop.merchant_id)
+        draft = save_draft(session, rule_set, document, author="tax", comment="review week")
+        publish(session, rule_set, draft.number, author="tax", comment="go")
+    second = _ingest("R2")
+    pipeline.decide_requests([second])
+    request = _request(second)
+    assert request.status == "held" and "reviewed" in request.status_reason
+    assert request.rules_version.startswith("review-week@v") and "hold-everything" in request.rules_fired
+    assert _request(first).rules_version != request.rules_version  # the earlier decision keeps its version
+
+
+def test_deadline_alarms_are_raised_once_per_level(shop, sandbox):
+    from app.engine.deadlines import check_deadlines
+
+    request_id = _ingest("D1", status="paid", received_at=None, shipped_at=None,
+                         invoice_request={"kind": "normal", "title_type": "personal", "title": "个人",
+                                          "requested_at": utcnow().isoformat()})
+    pipeline.decide_requests([request_id])
+    request = _request(request_id)
+    assert request.status == "waiting" and request.deadline_at is not None
+    window = request.deadline_at - request.requested_at
+    assert check_deadlines(now=request.requested_at + window * 0.4) == {}
+    assert check_deadlines(now=request.requested_at + window * 0.6) == {"50%": 1}
+    assert check_deadlines(now=request.requested_at + window * 0.6) == {}  # once
+    assert check_deadlines(now=request.deadline_at + timedelta(minutes=1)) == {"passed": 1}
