@@ -285,7 +285,7 @@ def dry_run(session: Session, version: RuleSetVersion, order: Any, shop: Shop | 
         decision = decide(order, ruleset=compiled, now=now)
     except RuleEngineError as exc:  # the engine failed for this order: shown, never a 500
         raise ValidationFailed(Problem("rules", "engine_error", str(exc)[:300])) from exc
-    options = {**((shop.options or {}) if shop else {}), **(decision.options or {})}
+    options = {**(decision.options or {}), **((shop.options or {}) if shop else {})}  # as compose_for merges
     draft = compose_for(session, order, shop, decision)
     return DryRun(decision=decision.as_dict(full=True), options=options, draft=draft,
                   face=render_html(draft, standalone=False), shop=shop, note=note)

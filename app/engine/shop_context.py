@@ -50,10 +50,12 @@ def seller_party(seller: SellerEntity, shop: Shop | None) -> dict[str, Any]:
 
 def compose_for(session: Session | None, order: Mapping[str, Any], shop: Shop | None, decision: Any, *,
                 seller: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Compose the draft for ``order``: shop options < the decision's options < explicit ``options``;
+    """Compose the draft for ``order``: the decision's options < shop options < explicit ``options``;
     explicit ``seller`` beats the routed seller entity. Raises ``ValidationFailed``."""
     decision_doc = decision.as_dict()
-    decision_doc["options"] = {**((shop.options or {}) if shop else {}), **(decision.options or {})}
+    # From general to specific: the rule set's options, then the options the merchant set on
+    # the shop, then options given explicitly (a preview call).
+    decision_doc["options"] = {**(decision.options or {}), **((shop.options or {}) if shop else {})}
     party = seller
     if party is None and shop is not None and session is not None:
         entity = seller_for(session, shop, decision.seller_code)
