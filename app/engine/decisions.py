@@ -23,11 +23,19 @@ _lock = threading.Lock()
 
 
 def _epoch(session: Session) -> int:
+    """Newest rule-set version id, read once per transaction (a decide batch): a version
+    published meanwhile applies from the next batch."""
+    cached = session.info.get("kaipiao_rules_epoch")
+    if cached is not None and session.info.get("kaipiao_rules_epoch_tx") is session.get_transaction():
+        return cached
     from sqlalchemy import func, select
 
     from app.models import RuleSetVersion
 
-    return session.scalar(select(func.max(RuleSetVersion.id))) or 0
+    epoch = session.scalar(select(func.max(RuleSetVersion.id))) or 0
+    session.info["kaipiao_rules_epoch"] = epoch
+    session.info["kaipiao_rules_epoch_tx"] = session.get_transaction()
+    return epoch
 
 
 def ruleset_for(session: Session, shop: Shop | None):

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app import db, ledger
 from app.engine import lifecycle
@@ -131,20 +131,44 @@ def queue_poll(session: Session, invoice_id: int) -> None:
 
 
 def decide_requests(request_ids: Iterable[int], now: datetime | None = None) -> Outcome:
-    """A batch in one transaction, each request in its own savepoint (one bad request never
-    takes the others down); one commit queues all the issue work as batch jobs."""
-    outcome = Outcome()
+    """A batch in one transaction; one commit queues all the issue work as batch jobs.
+
+    Fast path: the whole batch without savepoints. If any request fails (a race with another
+    worker, a bad row), the batch is rolled back and redone with a savepoint per request, so
+    one bad request never takes the others down."""
     ids = [int(i) for i in request_ids]
+    try:
+        return _decide_batch(ids, now, isolate=False)
+    except Exception:
+        log.info("decide batch of %s fell back to one savepoint per request", len(ids), exc_info=True)
+        return _decide_batch(ids, now, isolate=True)
+
+
+def _decide_batch(ids: list[int], now: datetime | None, *, isolate: bool) -> Outcome:
+    outcome = Outcome()
     with db.transaction() as session:
-        # One query loads the batch (and its orders) into the identity map.
-        session.scalars(select(InvoiceRequest).where(InvoiceRequest.id.in_(ids))
-                        .options(joinedload(InvoiceRequest.order))).all()
-        for request_id in ids:
-            try:
-                with session.begin_nested():
+        # One query loads the batch (and its orders) into the identity map; the references
+        # held here keep them there (the identity map is weak), with shops and sellers.
+        batch = session.scalars(select(InvoiceRequest).where(InvoiceRequest.id.in_(ids))
+                                .options(joinedload(InvoiceRequest.order))).all()
+        shop_ids = {r.order.shop_id for r in batch if r.order.shop_id}
+        shops = session.scalars(select(Shop).where(Shop.id.in_(shop_ids))).all() if shop_ids else []
+        sellers = session.scalars(select(SellerEntity).where(
+            SellerEntity.merchant_id.in_({s.merchant_id for s in shops}))).all() if shops else []
+        keep = (batch, shops, sellers)
+        # Events and outbox rows of the whole batch are flushed together (multi-row INSERTs);
+        # guarded UPDATEs do not read pending objects, so autoflush buys nothing here.
+        with session.no_autoflush:
+            for request_id in ids:
+                if not isolate:
                     outcome.bump(decide_request(session, request_id, now=now))
-            except InvalidTransition:
-                outcome.bump("raced")  # another worker decided it first
+                    continue
+                try:
+                    with session.begin_nested():
+                        outcome.bump(decide_request(session, request_id, now=now))
+                except InvalidTransition:
+                    outcome.bump("raced")  # another worker decided it first
+    del keep
     return outcome
 
 
@@ -210,7 +234,9 @@ def _compose_and_queue(session: Session, request: InvoiceRequest, order, shop: S
         lifecycle.move_request(session, request.id, verdict, expect="deciding", order_pk=order.id,
                                reason=reason, **{**stamp, "decision": draft["decision"]})
         return verdict
-    generation = session.query(Invoice).filter(Invoice.request_id == request.id, Invoice.color == "blue").count()
+    # A first decision has no earlier invoices; a re-decision (after a hold, a failure) counts them.
+    generation = 0 if request.rules_version is None else (
+        session.query(Invoice).filter(Invoice.request_id == request.id, Invoice.color == "blue").count())
     count = len(draft["invoices"])
     for index, part in enumerate(draft["invoices"], start=1):
         invoice = Invoice(
@@ -311,7 +337,7 @@ def issue_invoices(invoice_ids: Iterable[int], now: datetime | None = None) -> O
             return outcome
         now = now or utcnow()
         invoices = session.scalars(select(Invoice).where(Invoice.id.in_([int(i) for i in invoice_ids]))
-                                   .order_by(Invoice.id)).all()
+                                   .options(selectinload(Invoice.lines)).order_by(Invoice.id)).all()
         sellers: dict[int, SellerEntity | None] = {}
         for invoice in invoices:
             if invoice.status != "ready" or (invoice.next_attempt_at and invoice.next_attempt_at > now):
@@ -400,10 +426,9 @@ def _fail(session: Session, invoice_id: int, reason: str, *, expect: str) -> Non
     lifecycle.move_invoice(session, invoice_id, "failed", expect=expect, reason=reason[:500],
                            failure_reason=reason[:500], next_attempt_at=None)
     invoice = session.get(Invoice, invoice_id)
-    try:
-        with session.begin_nested():
-            lifecycle.move_request(session, invoice.request_id, "failed", expect="issuing",
-                                   reason=f"invoice {invoice.serial_no} failed: {reason}"[:500])
+    try:  # a refused guarded UPDATE changes nothing: no savepoint needed
+        lifecycle.move_request(session, invoice.request_id, "failed", expect="issuing",
+                               reason=f"invoice {invoice.serial_no} failed: {reason}"[:500])
     except InvalidTransition:
         pass  # another part of the same order failed first
 
@@ -441,19 +466,20 @@ def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
         answers.append((row, status, result))
     with db.transaction() as session:
         for row, kind, result in answers:
+            # No savepoint needed: a refused guarded UPDATE changes nothing, and nothing else
+            # is written for that invoice before it.
             try:
-                with session.begin_nested():
-                    if kind == "issued":
-                        _mark_issued(session, row.id, row.status, result)
-                    elif kind == "failed":
-                        _fail(session, row.id, f"{result.error_code}: {result.error_reason}", expect=row.status)
-                    elif kind == "resend":
-                        lifecycle.move_invoice(session, row.id, "ready", expect=row.status,
-                                               reason="provider has no record of this serial", next_attempt_at=None)
-                        queue_issue(session, row.id)
-                    else:  # pending, lost_pending, query_failed: ask again later
-                        _poll_later(session, row.id, row.status, row.attempts,
-                                    to="pending" if kind == "pending" else None)
+                if kind == "issued":
+                    _mark_issued(session, row.id, row.status, result)
+                elif kind == "failed":
+                    _fail(session, row.id, f"{result.error_code}: {result.error_reason}", expect=row.status)
+                elif kind == "resend":
+                    lifecycle.move_invoice(session, row.id, "ready", expect=row.status,
+                                           reason="provider has no record of this serial", next_attempt_at=None)
+                    queue_issue(session, row.id)
+                else:  # pending, lost_pending, query_failed: ask again later
+                    _poll_later(session, row.id, row.status, row.attempts,
+                                to="pending" if kind == "pending" else None)
             except InvalidTransition:
                 kind = "raced"  # another worker recorded it first
             outcome.bump(kind)
@@ -475,9 +501,9 @@ def _mark_issued(session: Session, invoice_id: int, status: str, result) -> None
                            issued_at=result.issued_at or utcnow(), next_attempt_at=None,
                            data={"number": result.number, "provider_serial": result.provider_serial})
     invoice = session.get(Invoice, invoice_id)
-    open_parts = session.query(Invoice).filter(Invoice.request_id == invoice.request_id, Invoice.color == "blue",
-                                               Invoice.status.notin_(("issued", "delivering", "delivered",
-                                                                      "cancelled"))).count()
+    open_parts = 0 if invoice.split_count == 1 else session.query(Invoice).filter(
+        Invoice.request_id == invoice.request_id, Invoice.color == "blue",
+        Invoice.status.notin_(("issued", "delivering", "delivered", "cancelled"))).count()
     if open_parts == 0:
         try:
             lifecycle.move_request(session, invoice.request_id, "issued", order_pk=invoice.order_pk)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -31,20 +32,18 @@ def add(session: Session, queue: str, func: str, item_id: int | str, *, key: str
         not_before: datetime | None = None) -> None:
     """Ask for ``func(ids)`` to run on ``queue`` for ``item_id`` once this transaction commits.
 
-    ``key`` makes the request unique (default: func + item + a fresh id); a second request
-    with the same key is ignored while the first is not yet dispatched.
+    With ``key``, a request is ignored while an earlier one with the same key is not yet
+    dispatched (one query); without, every call is a new job — jobs are idempotent, and the
+    callers' ``queued_at`` stamps keep the tick from flooding a backlog.
     """
     if queue not in queues.SPECS:
         raise ValueError(f"unknown queue {queue!r}")
-    import uuid
-
-    job_key = key or f"{func}:{item_id}:{uuid.uuid4().hex[:12]}"
-    existing = session.scalar(select(OutboxMessage.id).where(OutboxMessage.job_id == job_key,
-                                                             OutboxMessage.dispatched_at.is_(None)))
-    if existing:
-        return
-    if key and session.scalar(select(OutboxMessage.id).where(OutboxMessage.job_id == job_key)):
-        job_key = f"{job_key}:{uuid.uuid4().hex[:8]}"  # dispatched before: a new request
+    if key is not None:
+        pending = session.scalar(select(OutboxMessage.id).where(OutboxMessage.job_id.startswith(f"{key}:"),
+                                                                OutboxMessage.dispatched_at.is_(None)).limit(1))
+        if pending:
+            return
+    job_key = f"{key or f'{func}:{item_id}'}:{uuid.uuid4().hex[:12]}"
     session.add(OutboxMessage(queue=queue, func=func, args=[item_id], job_id=job_key, not_before=not_before))
     session.info[_PENDING_KEY] = True
 
