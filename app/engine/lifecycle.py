@@ -128,13 +128,14 @@ def move_request(session: Session, request: InvoiceRequest | int, to: str, *, ex
 def move_invoice(session: Session, invoice: Invoice | int, to: str, *, expect: str | None = None,
                  actor: str = "system", reason: str | None = None, data: dict[str, Any] | None = None,
                  **values: Any) -> None:
+    if isinstance(invoice, int):
+        # From the identity map when the caller loaded its batch; one SELECT otherwise.
+        invoice = session.get(Invoice, invoice) or invoice
     invoice_id = invoice if isinstance(invoice, int) else invoice.id
     previous = _guarded(session, Invoice, INVOICE_TRANSITIONS, invoice_id, to, expect, values)
-    if isinstance(invoice, int):
-        row = session.query(Invoice.order_pk, Invoice.request_id).filter(Invoice.id == invoice_id).one()
-        order_pk, request_id = row.order_pk, row.request_id
-    else:
-        order_pk, request_id = invoice.order_pk, invoice.request_id
+    if isinstance(invoice, int):  # vanished between the UPDATE and here: cannot happen in one transaction
+        raise InvalidTransition(Problem("status", "invalid_transition", f"invoice {invoice_id} is missing"))
+    order_pk, request_id = invoice.order_pk, invoice.request_id
     ledger.record(session, "invoice_transition", order_pk=order_pk, request_id=request_id,
                   invoice_id=invoice_id, from_state=previous, to_state=to, actor=actor,
                   data={**(data or {}), **({"reason": reason} if reason else {})})

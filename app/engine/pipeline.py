@@ -382,7 +382,9 @@ def issue_invoices(invoice_ids: Iterable[int], now: datetime | None = None) -> O
         transient_streak = 0
         answers.append((invoice_id, "accepted", result))
     accepted: list[int] = []
-    with db.transaction() as session:
+    with db.transaction() as session, session.no_autoflush:
+        # The batch in the identity map (held here): transitions need no per-invoice SELECT.
+        loaded = session.scalars(select(Invoice).where(Invoice.id.in_([a[0] for a in answers]))).all()
         if stop is not None:
             pause(session, *stop)
         for invoice_id, kind, value in answers:
@@ -403,6 +405,7 @@ def issue_invoices(invoice_ids: Iterable[int], now: datetime | None = None) -> O
                                        reason=f"not sent: {stop[1] if stop else 'paused'}"[:200])
                 kind = "paused"
             outcome.bump(kind)
+        del loaded
     if accepted:
         polled = poll_invoices(accepted)
         for key, n in polled.counts.items():
@@ -464,7 +467,8 @@ def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
             continue
         status = {IssueStatus.ISSUED: "issued", IssueStatus.FAILED: "failed"}.get(result.status, "pending")
         answers.append((row, status, result))
-    with db.transaction() as session:
+    with db.transaction() as session, session.no_autoflush:
+        loaded = session.scalars(select(Invoice).where(Invoice.id.in_([row.id for row, _, _ in answers]))).all()
         for row, kind, result in answers:
             # No savepoint needed: a refused guarded UPDATE changes nothing, and nothing else
             # is written for that invoice before it.
@@ -483,6 +487,7 @@ def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
             except InvalidTransition:
                 kind = "raced"  # another worker recorded it first
             outcome.bump(kind)
+        del loaded
     return outcome
 
 
@@ -506,7 +511,8 @@ def _mark_issued(session: Session, invoice_id: int, status: str, result) -> None
         Invoice.status.notin_(("issued", "delivering", "delivered", "cancelled"))).count()
     if open_parts == 0:
         try:
-            lifecycle.move_request(session, invoice.request_id, "issued", order_pk=invoice.order_pk)
+            lifecycle.move_request(session, invoice.request_id, "issued", expect="issuing",
+                                   order_pk=invoice.order_pk)
         except InvalidTransition:
             pass
 

@@ -115,6 +115,12 @@ def _drain(process: subprocess.Popen[str], log: list[str]) -> None:
 
 def serve_forever(config: SandboxConfig, host: str, port: int) -> None:
     """Foreground server; prints the ready line (with the real port) first."""
+    import logging
+    import os
+
+    # One log line per request would cost more than the request itself under load.
+    if not os.environ.get("KAIPIAO_SANDBOX_ACCESS_LOG"):
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_sandbox_server(config, host, port)
     print(f"{READY_PREFIX}http://{host}:{server.server_port}", flush=True)
     try:
