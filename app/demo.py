@@ -57,7 +57,11 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orde
     if demo:
         click.echo("• demo merchant, seller entities, 5 shops and one login per role loaded")
     if "sandbox-tax" in commands and settings.tax_gateway == "sandbox":
-        children.start("sandbox-tax", [*kaipiao_cmd(), "sandbox-tax", "--db", str(instance / "sandbox-tax.sqlite3")],
+        from urllib.parse import urlsplit
+
+        tax = urlsplit(settings.tax_gateway_url)
+        children.start("sandbox-tax", [*kaipiao_cmd(), "sandbox-tax", "--db", str(instance / "sandbox-tax.sqlite3"),
+                                       "--host", tax.hostname or "127.0.0.1", "--port", str(tax.port or 8765)],
                        logs / "sandbox-tax.log")
         click.echo(f"• sandbox tax service on {settings.tax_gateway_url} (log: {logs / 'sandbox-tax.log'})")
     if "worker" in commands:

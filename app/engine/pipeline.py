@@ -130,23 +130,34 @@ def queue_poll(session: Session, invoice_id: int) -> None:
 # ------------------------------------------------------------------------------------------ decide
 
 
-def decide_requests(request_ids: Iterable[int], now: datetime | None = None) -> Outcome:
+def decide_requests(request_ids: Iterable[int], now: datetime | None = None, *, issue_now: bool = True) -> Outcome:
     """A batch in one transaction; one commit queues all the issue work as batch jobs.
 
     Fast path: the whole batch without savepoints. If any request fails (a race with another
     worker, a bad row), the batch is rolled back and redone with a savepoint per request, so
     one bad request never takes the others down."""
     ids = [int(i) for i in request_ids]
+    composed: list[int] = []
     try:
-        return _decide_batch(ids, now, isolate=False)
+        outcome = _decide_batch(ids, now, isolate=False, composed=composed if issue_now else None)
     except Exception:
         log.info("decide batch of %s fell back to one savepoint per request", len(ids), exc_info=True)
-        return _decide_batch(ids, now, isolate=True)
+        composed.clear()
+        outcome = _decide_batch(ids, now, isolate=True, composed=composed if issue_now else None)
+    if composed and issue_now:
+        # Issue what was just composed in this same job: one hop less between an order's
+        # arrival and its invoice. The serials are committed; should this process die now,
+        # the tick finds the invoices still ready (queued_at ages) and queues them.
+        issued = issue_invoices(composed)
+        for key, n in issued.counts.items():
+            outcome.bump(f"issue_{key}", n)
+    return outcome
 
 
-def _decide_batch(ids: list[int], now: datetime | None, *, isolate: bool) -> Outcome:
+def _decide_batch(ids: list[int], now: datetime | None, *, isolate: bool, composed: list[int] | None) -> Outcome:
     outcome = Outcome()
     with db.transaction() as session:
+        session.info["kaipiao_composed"] = composed
         # One query loads the batch (and its orders) into the identity map; the references
         # held here keep them there (the identity map is weak), with shops and sellers.
         batch = session.scalars(select(InvoiceRequest).where(InvoiceRequest.id.in_(ids))
@@ -262,7 +273,11 @@ def _compose_and_queue(session: Session, request: InvoiceRequest, order, shop: S
         ledger.record(session, "invoice_composed", order_pk=order.id, request_id=request.id, invoice_id=invoice.id,
                       to_state="ready", data={"serial_no": invoice.serial_no, "total": part["total"],
                                               "rules_version": decision.rules_version, "part": f"{index}/{count}"})
-        queue_issue(session, invoice.id, stamp=False)
+        composed = session.info.get("kaipiao_composed")
+        if composed is not None:
+            composed.append(invoice.id)  # issued by the same job after commit (decide_requests)
+        else:
+            queue_issue(session, invoice.id, stamp=False)
     lifecycle.move_request(session, request.id, "issuing", expect="deciding", order_pk=order.id,
                            reason=None, **{**stamp, "decision": draft["decision"]})
     return "issuing"

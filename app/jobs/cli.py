@@ -20,8 +20,10 @@ from app.jobs import queues
 @click.option("--with-scheduler/--without-scheduler", default=True, help="RQ's scheduler for delayed jobs")
 @click.option("--max-jobs", type=int, default=None, help="recycle the worker after N jobs")
 @click.option("--name", default=None)
+@click.option("--fork", is_flag=True, help="run each job in a forked work-horse (isolation over speed)")
 @with_appcontext
-def worker(queue_names: str, burst: bool, with_scheduler: bool, max_jobs: int | None, name: str | None) -> None:
+def worker(queue_names: str, burst: bool, with_scheduler: bool, max_jobs: int | None, name: str | None,
+           fork: bool) -> None:
     """Run an RQ worker (several on several hosts share one PostgreSQL and one Redis)."""
     from app.jobs.worker import run_worker
 
@@ -30,7 +32,7 @@ def worker(queue_names: str, burst: bool, with_scheduler: bool, max_jobs: int | 
     if unknown:
         raise click.UsageError(f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(queues.QUEUE_NAMES)}")
     run_worker(current_app.config["KAIPIAO"], names, burst=burst, with_scheduler=with_scheduler,
-               max_jobs=max_jobs, name=name)
+               max_jobs=max_jobs, name=name, fork=fork)
 
 
 @click.command("scheduler")

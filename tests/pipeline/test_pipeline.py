@@ -39,7 +39,7 @@ def _invoices(request_id: int) -> list[Invoice]:
 
 
 def _decide_and_issue(request_id: int) -> list[Invoice]:
-    pipeline.decide_requests([request_id])
+    pipeline.decide_requests([request_id], issue_now=False)
     invoices = _invoices(request_id)
     pipeline.issue_invoices([i.id for i in invoices])
     return _invoices(request_id)
@@ -47,7 +47,7 @@ def _decide_and_issue(request_id: int) -> list[Invoice]:
 
 def test_happy_path_issues_a_20_digit_number(shop, sandbox):
     request_id = _ingest()
-    outcome = pipeline.decide_requests([request_id])
+    outcome = pipeline.decide_requests([request_id], issue_now=False)
     assert outcome.counts == {"issuing": 1}
     request = _request(request_id)
     assert request.rules_version and request.rules_fired and request.decision["action"] == "issue"
@@ -69,8 +69,8 @@ def test_happy_path_issues_a_20_digit_number(shop, sandbox):
 
 def test_running_the_same_job_twice_issues_once(shop, sandbox):
     request_id = _ingest()
-    pipeline.decide_requests([request_id])
-    pipeline.decide_requests([request_id])  # RQ may run a job twice
+    pipeline.decide_requests([request_id], issue_now=False)
+    pipeline.decide_requests([request_id], issue_now=False)  # RQ may run a job twice
     invoices = _invoices(request_id)
     assert len(invoices) == 1
     pipeline.issue_invoices([invoices[0].id])
@@ -85,7 +85,7 @@ def test_concurrent_decisions_compose_once(shop, sandbox):
 
     def decide() -> None:
         barrier.wait()
-        pipeline.decide_requests([request_id])
+        pipeline.decide_requests([request_id], issue_now=False)
 
     threads = [threading.Thread(target=decide) for _ in range(4)]
     for t in threads:
@@ -161,7 +161,7 @@ def test_permanent_failure_is_named(shop, sandbox):
 def test_login_expired_pauses_and_resume_drains_in_order(shop, sandbox):
     first, second = _ingest("A1"), _ingest("A2")
     sandbox.post("/admin/expire-login")
-    pipeline.decide_requests([first, second])
+    pipeline.decide_requests([first, second], issue_now=False)
     ids = [i.id for r in (first, second) for i in _invoices(r)]
     outcome = pipeline.issue_invoices(ids)
     assert outcome.counts.get("paused") == 2
@@ -183,7 +183,7 @@ def test_login_expired_pauses_and_resume_drains_in_order(shop, sandbox):
 def test_outage_pauses_and_probe_resumes(shop, sandbox, monkeypatch):
     monkeypatch.setattr(pipeline, "OUTAGE_THRESHOLD", 2)
     ids = [_ingest(f"O{n}") for n in range(3)]
-    pipeline.decide_requests(ids)
+    pipeline.decide_requests(ids, issue_now=False)
     invoice_ids = [i.id for r in ids for i in _invoices(r)]
     sandbox.faults(calls={"issue": {"mode": "rate_limit"}})
     pipeline.issue_invoices(invoice_ids)
@@ -202,7 +202,7 @@ def test_outage_pauses_and_probe_resumes(shop, sandbox, monkeypatch):
 
 def test_worker_killed_mid_call_is_recovered_by_query(shop, sandbox, monkeypatch):
     request_id = _ingest()
-    pipeline.decide_requests([request_id])
+    pipeline.decide_requests([request_id], issue_now=False)
     [invoice] = _invoices(request_id)
     with db.transaction() as session:  # the state a SIGKILL after the commit leaves behind
         lifecycle.move_invoice(session, invoice.id, "issuing", expect="ready")
@@ -248,6 +248,16 @@ def test_redis_down_at_commit_only_delays(shop, sandbox, settings, monkeypatch):
     assert _request(request_id).status == "received"
 
 
+def test_the_decide_job_issues_what_it_composed(shop, sandbox):
+    request_id = _ingest("N1")
+    outcome = pipeline.decide_requests([request_id])
+    assert outcome.counts.get("issuing") == 1 and outcome.counts.get("issue_accepted") == 1
+    assert _request(request_id).status == "issued"
+    with db.transaction() as session:  # nothing left for a separate issue job
+        assert not session.scalar(select(func.count()).select_from(OutboxMessage)
+                                  .where(OutboxMessage.func == "issue_invoices"))
+
+
 def test_a_real_worker_runs_the_jobs(shop, sandbox, settings):
     """The outbox reaches RQ and an RQ worker (burst) decides and issues."""
     from rq import SimpleWorker
@@ -265,7 +275,7 @@ def test_a_published_rule_change_decides_the_next_order_without_restart(shop, sa
     from app.rules.store import get_or_create_rule_set, publish, save_draft
 
     first = _ingest("R1")
-    pipeline.decide_requests([first])
+    pipeline.decide_requests([first], issue_now=False)
     assert _request(first).status == "issuing"
     document = load_ruleset_file(rules_dir() / "default.yaml")
     document["rules"].insert(0, {"id": "hold-everything", "priority": 1, "then": [
@@ -275,7 +285,7 @@ def test_a_published_rule_change_decides_the_next_order_without_restart(shop, sa
         draft = save_draft(session, rule_set, document, author="tax", comment="review week")
         publish(session, rule_set, draft.number, author="tax", comment="go")
     second = _ingest("R2")
-    pipeline.decide_requests([second])
+    pipeline.decide_requests([second], issue_now=False)
     request = _request(second)
     assert request.status == "held" and "reviewed" in request.status_reason
     assert request.rules_version.startswith("review-week@v") and "hold-everything" in request.rules_fired
@@ -288,7 +298,7 @@ def test_deadline_alarms_are_raised_once_per_level(shop, sandbox):
     request_id = _ingest("D1", status="paid", received_at=None, shipped_at=None,
                          invoice_request={"kind": "normal", "title_type": "personal", "title": "个人",
                                           "requested_at": utcnow().isoformat()})
-    pipeline.decide_requests([request_id])
+    pipeline.decide_requests([request_id], issue_now=False)
     request = _request(request_id)
     assert request.status == "waiting" and request.deadline_at is not None
     window = request.deadline_at - request.requested_at
