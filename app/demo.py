@@ -7,6 +7,7 @@ web app, feeds demo orders, and prints where to look and one login per role.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from app.redis_conn import redis_url
 def available_commands() -> set[str]:
     from app.cli import cli
 
-    return set(cli.list_commands(None))  # type: ignore[arg-type]
+    return set(cli.commands)
 
 
 def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orders: int = 200,
@@ -87,10 +88,21 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orde
         app.config["SESSION_COOKIE_SECURE"] = app.config["REMEMBER_COOKIE_SECURE"] = False
         click.echo("(cookies not marked Secure: plain http on loopback; set KAIPIAO_COOKIE_SECURE=1 behind TLS)")
     click.echo("Press Ctrl-C to stop.")
+
+    def _terminate(*_args) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C: children included
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         from werkzeug.serving import run_simple
 
         run_simple(host, port, app, threaded=True, use_reloader=False)
+    except KeyboardInterrupt:
+        pass
     finally:
         children.stop()
+        if not settings.redis_url:
+            from app.redis_conn import stop_embedded_server
+
+            stop_embedded_server(instance)
         time.sleep(0.1)
