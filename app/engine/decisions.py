@@ -25,6 +25,10 @@ _lock = threading.Lock()
 def _epoch(session: Session) -> int:
     """Newest rule-set version id, read once per transaction (a decide batch): a version
     published meanwhile applies from the next batch."""
+    from sqlalchemy.orm import scoped_session
+
+    if isinstance(session, scoped_session):  # the web request's session
+        session = session()
     cached = session.info.get("kaipiao_rules_epoch")
     if cached is not None and session.info.get("kaipiao_rules_epoch_tx") is session.get_transaction():
         return cached
