@@ -11,7 +11,8 @@ from typing import Any
 
 from app.rules.facts import SHANGHAI
 
-WORKED = Path("/work/shared/contracts/examples/worked-order.json")
+# The worked order of the domain note, kept in the repository (tests never read ../shared).
+WORKED = Path(__file__).resolve().parents[1] / "engine" / "data" / "worked-order.json"
 NOW = datetime(2026, 11, 15, 9, 0, tzinfo=SHANGHAI)
 _names = itertools.count()
 
