@@ -31,7 +31,7 @@ def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: 
                   *, user: Any = None, session=None, use_database: bool = True,
                   now: datetime | None = None) -> dict[str, Any]:
     """The draft for ``order``; raises ``ValidationFailed`` on bad input (never another error)."""
-    from app.engine.contract import validate_order
+    from app.engine.contract import parse_order, validate_order
     from app.engine.shop_context import compose_for, decide_for, find_shop
 
     if not isinstance(order, Mapping):
@@ -67,4 +67,6 @@ def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: 
     else:
         session_for_rules = session
     decision = decide_for(session_for_rules, order, shop, now=now)
-    return compose_for(session_for_rules, dict(order), shop, decision, seller=seller, options=options)
+    # Validated above: compose from the parsed order without a second schema pass.
+    return compose_for(session_for_rules, parse_order(dict(order), validate=False), shop, decision,
+                       seller=seller, options=options)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.engine.catalogue import catalogue_for, mappings_for
 from app.engine.compose import compose_draft
+from app.engine.contract import Order
 from app.models import SellerEntity, Shop
 
 
@@ -48,10 +49,11 @@ def seller_party(seller: SellerEntity, shop: Shop | None) -> dict[str, Any]:
     return party
 
 
-def compose_for(session: Session | None, order: Mapping[str, Any], shop: Shop | None, decision: Any, *,
+def compose_for(session: Session | None, order: Mapping[str, Any] | Order, shop: Shop | None, decision: Any, *,
                 seller: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Compose the draft for ``order``: the decision's options < shop options < explicit ``options``;
-    explicit ``seller`` beats the routed seller entity. Raises ``ValidationFailed``."""
+    explicit ``seller`` beats the routed seller entity. ``order`` is a contract document or an
+    already parsed ``Order`` (stored orders, validated at intake). Raises ``ValidationFailed``."""
     decision_doc = decision.as_dict()
     # From general to specific: the rule set's options, then the options the merchant set on
     # the shop, then options given explicitly (a preview call).
