@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from app.errors import Problem, ValidationFailed
-
-EXIT_INVALID = 2
-
-
-def _emit_errors(problems: list[Problem]) -> None:
-    click.echo(json.dumps({"errors": [p.as_dict() for p in problems]}, ensure_ascii=False, indent=2))
-    sys.exit(EXIT_INVALID)
-
-
-def _read_json(path: Path | None, what: str) -> Any:
-    if path is None:
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        _emit_errors([Problem(what, "invalid_json", f"{path.name}: not JSON ({exc.msg} at line {exc.lineno})")])
-    except (OSError, UnicodeDecodeError) as exc:
-        _emit_errors([Problem(what, "unreadable", f"{path}: {exc}")])
+from app.clitools import emit_errors, read_json
+from app.errors import ValidationFailed
 
 
 def _database_session():
@@ -62,14 +43,14 @@ def preview_command(order_file: Path, seller_file: Path | None, options_file: Pa
     stateless with the shipped default rules, and --seller is required."""
     from app.engine.preview_service import preview_order
 
-    order = _read_json(order_file, "order")
-    seller = _read_json(seller_file, "seller")
-    options = _read_json(options_file, "options")
+    order = read_json(order_file, "order")
+    seller = read_json(seller_file, "seller")
+    options = read_json(options_file, "options")
     session = _database_session()
     try:
         draft = preview_order(order, seller, options, user=None, session=session, use_database=session is not None)
     except ValidationFailed as exc:
-        _emit_errors(exc.problems)
+        emit_errors(exc.problems)
     finally:
         if session is not None:
             session.close()
@@ -90,7 +71,7 @@ def taxcodes_check(file: Path) -> None:
     try:
         catalogue = load_catalogue(file)
     except ValidationFailed as exc:
-        _emit_errors(exc.problems)
+        emit_errors(exc.problems)
     click.echo(json.dumps({"codes": len(catalogue), "version": catalogue.version}, ensure_ascii=False))
 
 
@@ -107,7 +88,7 @@ def taxcodes_import(file: Path, version: str | None) -> None:
     try:
         catalogue = load_catalogue(file)
     except ValidationFailed as exc:
-        _emit_errors(exc.problems)
+        emit_errors(exc.problems)
     settings = Settings.from_env()
     crypto.configure(settings.encryption_key)
     db.configure(settings.database_url)

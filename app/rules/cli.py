@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import click
 
+from app.clitools import emit_errors
 from app.errors import ValidationFailed
-
-
-def _fail(problems) -> None:
-    for p in problems:
-        click.echo(f"error: {p}", err=True)
-    sys.exit(2)
 
 
 @click.group("rules")
@@ -32,10 +26,10 @@ def validate_command(file: Path) -> None:
     try:
         doc = load_ruleset_file(file)
     except ValidationFailed as exc:
-        _fail(exc.problems)
+        emit_errors(exc.problems)
     problems = validate_ruleset(doc)
     if problems:
-        _fail(problems)
+        emit_errors(problems)
     click.echo(f"ok: {doc['name']} ({len(doc['rules'])} rules)")
 
 
@@ -64,7 +58,7 @@ def decide_command(order_file: Path, rules_file: Path | None, now_text: str | No
         ruleset = load_ruleset_file(rules_file) if rules_file else None
         decision = decide(order, ruleset=ruleset, now=now)
     except ValidationFailed as exc:
-        _fail(exc.problems)
+        emit_errors(exc.problems)
     except ValueError as exc:
         raise click.ClickException(f"{order_file}: {exc}") from exc
     click.echo(json.dumps(decision.as_dict(full=True), ensure_ascii=False, indent=2))

@@ -7,7 +7,7 @@ import click
 from click.testing import CliRunner
 
 from app.engine.cli import register
-from app.engine.preview import preview
+from app.engine.preview_service import preview_order
 
 from .helpers import LOCAL_EXAMPLES, SELLER, example
 
@@ -55,5 +55,5 @@ def test_taxcodes_check() -> None:
 
 
 def test_preview_function_is_the_same_engine() -> None:
-    draft = preview(example("worked-order.json"), SELLER, {"discount_mode": "net_price"})
+    draft = preview_order(example("worked-order.json"), SELLER, {"discount_mode": "net_price"}, use_database=False)
     assert draft["invoices"][0]["total_amount"] == "221.18"

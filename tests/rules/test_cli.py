@@ -22,8 +22,9 @@ def test_validate_ok_and_problems(tmp_path: Path) -> None:
     )
     result = runner.invoke(rules_group, ["validate", str(bad)])
     assert result.exit_code == 2
-    assert "rules[0].when.m.colour: unknown fact field 'colour'" in result.output
-    assert "rules[0].then[0].action: unknown action 'explode'" in result.output
+    errors = {e["path"]: e["message"] for e in json.loads(result.output)["errors"]}
+    assert errors["rules[0].when.m.colour"].startswith("unknown fact field 'colour'")
+    assert errors["rules[0].then[0].action"].startswith("unknown action 'explode'")
 
 
 def test_decide_prints_the_decision(tmp_path: Path) -> None:
