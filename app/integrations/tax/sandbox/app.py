@@ -42,6 +42,14 @@ from app.integrations.tax.sandbox.service import (
 Handler = Callable[[bool], Response]
 
 
+def _fresh(timestamp: str, window_s: int) -> bool:
+    """A signed request's unix timestamp lies within the allowed window (replays age out)."""
+    try:
+        return abs(time.time() - int(timestamp)) <= window_s
+    except ValueError:
+        return False
+
+
 def create_sandbox_app(config: SandboxConfig | Mapping[str, Any]) -> Flask:
     """The sandbox provider as a Flask app (its own store; no Kaipiao app context needed)."""
     if not isinstance(config, SandboxConfig):
@@ -112,11 +120,7 @@ def _native_routes(app: Flask, service: SandboxService) -> None:
         if app_key != config.app_key or not nonce or not signature:
             service.count("signature_rejected")
             raise ProviderError("BAD_SIGNATURE", "appKey或签名缺失/无效")
-        try:
-            skew = abs(time.time() - int(timestamp))
-        except ValueError:
-            skew = float("inf")
-        if skew > config.timestamp_window_s:
+        if not _fresh(timestamp, config.timestamp_window_s):
             service.count("signature_rejected")
             raise ProviderError("STALE_TIMESTAMP", "时间戳超出允许范围")
         expected = signing.native_sign(config.app_secret, request.method, request.path, timestamp, nonce,
@@ -377,11 +381,7 @@ def _nuonuo_routes(app: Flask, service: SandboxService) -> None:
         if app_key != config.app_key or not senid or not nonce:
             service.count("signature_rejected")
             raise ProviderError("BAD_SIGNATURE", "appkey/senid/nonce缺失或无效")
-        try:
-            skew = abs(time.time() - int(timestamp))
-        except ValueError:
-            skew = float("inf")
-        if skew > config.timestamp_window_s:
+        if not _fresh(timestamp, config.timestamp_window_s):
             service.count("signature_rejected")
             raise ProviderError("STALE_TIMESTAMP", "timestamp超出允许范围")
         body = request.get_data().decode("utf-8", errors="replace")
