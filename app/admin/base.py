@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import abort, redirect, request, url_for
 from flask_admin import AdminIndexView, BaseView, expose
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.model import typefmt
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from app import db
 from app.auth import user_may
 from app.models.audit import AdminAuditLog
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 class SecureMixin:
@@ -52,11 +58,41 @@ def audit(action: str, target: str, details: dict[str, Any] | None = None) -> No
     )
 
 
+def _beijing(view: Any, value: datetime) -> str:
+    # Stored in UTC; business time is Asia/Shanghai.
+    return value.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S") if value.tzinfo else str(value)
+
+
+COLUMN_LABELS = {
+    "id": _l("ID"), "name": _l("Name"), "merchant": _l("Merchant"), "merchant_id": _l("Merchant"),
+    "platform": _l("Platform"), "shop_code": _l("Shop code"), "order_no": _l("Order no."), "status": _l("Status"),
+    "paid_amount": _l("Paid"), "invoice_amount": _l("Invoice amount"), "paid_at": _l("Paid at"),
+    "updated_at": _l("Updated"), "created_at": _l("Created"), "order": _l("Order"), "title_type": _l("Title type"),
+    "kind": _l("Kind"), "title": _l("Title"), "tax_id": _l("Tax id"), "status_reason": _l("Reason"),
+    "rules_version": _l("Rules version"), "issue_after": _l("Issue after"), "color": _l("Blue/red"),
+    "number": _l("Invoice number"), "serial_no": _l("Serial"), "total": _l("Total incl. tax"),
+    "total_tax": _l("Tax"), "total_amount": _l("Amount excl. tax"), "issued_at": _l("Issued at"),
+    "red_of_id": _l("Reverses"), "failure_reason": _l("Failure reason"), "chain_seq": _l("Chain no."),
+    "occurred_at": _l("Time"), "order_pk": _l("Order"), "request_id": _l("Request"), "invoice_id": _l("Invoice"),
+    "from_state": _l("From"), "to_state": _l("To"), "actor": _l("Actor"), "hash": _l("Hash"),
+    "code": _l("Code"), "short_name": _l("Short name"), "rates": _l("Rates"), "treatments": _l("Treatments"),
+    "active": _l("Active"), "username": _l("Username"), "display_name": _l("Display name"), "roles": _l("Roles"),
+    "last_login_at": _l("Last login"), "sync_cursor": _l("Sync cursor"), "match_kind": _l("Match by"),
+    "match_value": _l("Match value"), "tax_code": _l("Tax code"), "tax_rate": _l("Tax rate"),
+    "invoice_name": _l("Name on invoice"), "queue": _l("Queue"), "func": _l("Function"), "job_id": _l("Job"),
+    "exc_type": _l("Error"), "message": _l("Message"), "failed_at": _l("Failed at"), "resolution": _l("Resolution"),
+    "at": _l("Time"), "action": _l("Action"), "target": _l("Target"), "details": _l("Details"), "ip": _l("IP"),
+}
+
+
 class SecureModelView(SecureMixin, ModelView):
     """Every create/edit/delete is written to the admin audit log in the same transaction."""
 
     page_size = 50
     can_view_details = True
+    column_labels = COLUMN_LABELS
+    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: _beijing}
+    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: _beijing}
     # Roles that may change rows (others in ``roles`` only read).
     edit_roles: tuple[str, ...] = ()
 

@@ -614,17 +614,28 @@ def tick(now: datetime | None = None) -> Outcome:
 
 
 def _probe(session: Session) -> bool:
-    """Is the provider back? A cheap call (remaining credit) on the default account."""
+    """Is the provider there? A cheap call — the monthly credit (授信额度) left — whose answer
+    the operations view shows."""
     settings = queues.current_settings()
     seller = session.scalar(select(SellerEntity).order_by(SellerEntity.id).limit(1))
+    if seller is None:
+        return False
     try:
         credit = gateway_for(seller, settings).remaining_credit()
     except TaxGatewayError:
         return False
     status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == SCOPE))
-    if status is not None:
-        status.credit_remaining, status.credit_checked_at = credit, utcnow()
+    if status is None:
+        status = GatewayStatus(scope=SCOPE)
+        session.add(status)
+    status.credit_remaining, status.credit_checked_at = credit, utcnow()
     return True
+
+
+def refresh_credit() -> bool:
+    """Periodic: record the provider's remaining monthly credit."""
+    with db.transaction() as session:
+        return _probe(session)
 
 
 def retry_failed(session: Session, invoice_id: int, actor: str) -> None:

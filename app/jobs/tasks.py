@@ -30,6 +30,10 @@ def seal_ledger() -> int:
         return ledger.seal(session)
 
 
+def refresh_credit() -> bool:
+    return pipeline.refresh_credit()
+
+
 def check_deadlines() -> dict[str, Any]:
     from app.engine.deadlines import check_deadlines as run
 
@@ -42,4 +46,5 @@ PERIODIC: tuple[tuple[str, str, int], ...] = (
     ("app.jobs.tasks.tick", "periodic", 1),
     ("app.jobs.tasks.seal_ledger", "periodic", 5),
     ("app.jobs.tasks.check_deadlines", "periodic", 300),
+    ("app.jobs.tasks.refresh_credit", "periodic", 300),
 )

@@ -306,3 +306,11 @@ def test_deadline_alarms_are_raised_once_per_level(shop, sandbox):
     assert check_deadlines(now=request.requested_at + window * 0.6) == {"50%": 1}
     assert check_deadlines(now=request.requested_at + window * 0.6) == {}  # once
     assert check_deadlines(now=request.deadline_at + timedelta(minutes=1)) == {"passed": 1}
+
+
+def test_remaining_credit_is_recorded(shop, sandbox):
+    assert pipeline.refresh_credit()
+    with db.transaction() as session:
+        status = session.scalar(select(GatewayStatus))
+        assert status.credit_remaining is not None and status.credit_checked_at is not None
+        assert status.credit_remaining > 0 and not status.paused
