@@ -105,3 +105,22 @@ def test_api_orders_batch_mixed(client, login, db_session):
     assert all_bad.status_code == 422
     not_json = client.post("/api/v1/orders", data="{", content_type="application/json")
     assert not_json.status_code == 400 and not_json.get_json()["errors"][0]["code"] == "invalid_json"
+
+
+def test_api_csrf_for_cookie_sessions_not_for_tokens(app, client, login, db_session):
+    from app.auth import issue_api_token
+    from tests.factories import gen_user
+
+    gen_shop(db_session, shop_code="s-csrf")
+    db_session.commit()
+    login("operations")
+    app.config["WTF_CSRF_ENABLED"] = True
+    refused = client.post("/api/v1/orders", json=gen_order_doc("s-csrf", "K1"))
+    assert refused.status_code == 400 and refused.get_json()["errors"][0]["path"] == "headers.X-CSRFToken"
+    user = gen_user(db_session, "operations")
+    token = issue_api_token(user)
+    db_session.commit()
+    fresh = app.test_client()  # no cookie: the bearer token alone authenticates, no CSRF needed
+    accepted = fresh.post("/api/v1/orders", json=gen_order_doc("s-csrf", "K2"),
+                          headers={"Authorization": f"Bearer {token}"})
+    assert accepted.status_code == 200 and accepted.get_json()["counts"]["accepted"] == 1
