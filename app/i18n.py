@@ -1,7 +1,7 @@
 """Flask-Babel: Chinese (zh_CN) first, English available.
 
-Catalogs live in app/translations/zh_Hans_CN (Babel normalises zh_CN to it). The locale
-is the user's choice, else ``?lang=``, else the browser's, else zh_CN.
+Catalogs live in app/translations/zh_Hans_CN (Babel normalises zh_CN to it). The locale is
+``?lang=`` (remembered in the session), else the user's setting, else the browser's, else zh_CN.
 """
 
 from __future__ import annotations
