@@ -71,7 +71,15 @@ def ensure_embedded_server(instance: Path, timeout: float = 10.0) -> str:
     raise RuntimeError(f"embedded Redis did not start; see {folder / 'redis.log'}")
 
 
-def stop_embedded_server(instance: Path) -> None:
+def stop_embedded_server(instance: Path, *, save: bool = True) -> None:
+    """Shut the embedded server down (``save=False`` for throw-away test data: a server whose
+    final save fails — its folder already gone — would refuse to exit)."""
+    url = embedded_url(instance)
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).shutdown(nosave=not save)
+        return
+    except (redis.ConnectionError, redis.ResponseError, FileNotFoundError, OSError):
+        pass  # not listening (or refused): fall back to the pidfile
     pidfile = instance / "redis" / "redis.pid"
     if pidfile.exists():
         try:

@@ -99,9 +99,11 @@ def db_url(_migrated_template: str, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, redis_url: str) -> Settings:
+    from app.jobs import queues
+
     instance = tmp_path / "instance"
     instance.mkdir(exist_ok=True)
-    return Settings(
+    test_settings = Settings(
         instance_path=instance,
         database_url=db_url,
         redis_url=redis_url,
@@ -109,6 +111,9 @@ def settings(tmp_path: Path, db_url: str, redis_url: str) -> Settings:
         encryption_key="test-encryption-key",
         cookie_secure=False,
     )
+    # Work queued after a commit anywhere in this process goes to the test's Redis.
+    queues.configure(test_settings)
+    return test_settings
 
 
 @pytest.fixture
@@ -134,7 +139,7 @@ def _embedded_redis(tmp_path_factory) -> Iterator[str]:
     instance = Path(f"/tmp/kp-test-redis-{os.getpid()}")
     url = ensure_embedded_server(instance)
     yield url
-    stop_embedded_server(instance)
+    stop_embedded_server(instance, save=False)
     shutil.rmtree(instance, ignore_errors=True)
 
 
