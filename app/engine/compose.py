@@ -201,6 +201,19 @@ class _Item:
     spec: str | None = None
 
 
+def _spread(amount: Decimal, items: list[_Item], shipping: Decimal, too_large: Problem) -> Decimal:
+    """Take ``amount`` off the items' paid amounts and shipping by largest remainder (shares
+    add up exactly); returns the new shipping. More than there is → ``too_large`` (with the total)."""
+    weights = [it.net for it in items] + [shipping]
+    available = sum(weights, ZERO)
+    if amount > available:
+        raise ValidationFailed(Problem(too_large.path, too_large.code, f"{too_large.message} ({available})"))
+    shares = allocate(amount, weights)
+    for it, share in zip(items, shares, strict=False):
+        it.net -= share
+    return shipping - shares[-1]
+
+
 class _Composer:
     def __init__(self, order: Order, opts: ComposeOptions, resolver: TaxResolver):
         self.order = order
@@ -242,15 +255,8 @@ class _Composer:
         items = self.gifts(items)
         stored = order.stored_value_paid
         if stored:
-            weights = [it.net for it in items] + [shipping]
-            available = sum(weights, ZERO)
-            if stored > available:
-                raise ValidationFailed(Problem("stored_value_paid", "too_large",
-                                               f"{stored} is more than what remains to invoice ({available})"))
-            shares = allocate(stored, weights)
-            for it, share in zip(items, shares, strict=False):
-                it.net -= share
-            shipping -= shares[-1]
+            shipping = _spread(stored, items, shipping, Problem(
+                "stored_value_paid", "too_large", f"{stored} is more than what remains to invoice"))
             self.warn("stored_value_deducted",
                       f"{fmt_money(stored)} paid with gift cards / stored value is not invoiced to the buyer "
                       "(公告2016年第53号)")
@@ -288,15 +294,8 @@ class _Composer:
             kept.append(item)
         if unassigned:
             targets = [it for it in kept if not it.gift and it.net > 0]
-            weights = [it.net for it in targets] + [shipping]
-            available = sum(weights, ZERO)
-            if unassigned > available:
-                raise ValidationFailed(Problem("refunds", "refund_too_large",
-                                               f"order refunds {unassigned} exceed the order ({available})"))
-            shares = allocate(unassigned, weights)
-            for it, share in zip(targets, shares, strict=False):
-                it.net -= share
-            shipping -= shares[-1]
+            shipping = _spread(unassigned, targets, shipping, Problem(
+                "refunds", "refund_too_large", f"order refunds {unassigned} exceed the order"))
         return kept, shipping
 
     def gifts(self, items: list[_Item]) -> list[_Item]:
