@@ -149,7 +149,10 @@ def cases(draw: st.DrawFn, min_lines: int = 1, max_lines: int = 8) -> Case:
     if draw(st.booleans()):
         options["max_lines"] = draw(st.sampled_from([2, 3, 5, 2000]))
     if draw(st.booleans()):
-        biggest = max(int(D(ln["unit_price"]) * 100) for ln in lines)
+        # The smallest piece a line can be split into: one unit, or the whole line when its
+        # quantity is fractional (the engine refuses lines larger than max_amount it cannot split).
+        biggest = max(int(D(ln["unit_price"]) * (D(ln["quantity"]) if D(ln["quantity"]) % 1 else 1) * 100)
+                      for ln in lines)
         options["max_amount"] = money(max(biggest, shipping) + draw(st.integers(100, 500_000)))
     return Case(doc, options, None if all_gone else before_stored - stored)
 
