@@ -444,6 +444,41 @@ class TaxGateway(abc.ABC):
     def query(self, serial_no: str) -> IssueResult:
         """Outcome of an issue or red request by our serial. Raises ``NotFound`` if unknown."""
 
+    #: How many items one batch call carries (1: the provider has no batch call).
+    batch_size: int = 1
+
+    def issue_many(self, requests: Sequence[IssueRequest]) -> list[Accepted | TaxGatewayError]:
+        """Submit several blue invoices; one answer per request, in order: ``Accepted`` or the
+        error for that request (not raised). A failure of the whole call (a timeout after
+        sending, a 5xx) is that error for every request it carried. Providers with a batch
+        call override this; the default sends one call per request and stops sending once the
+        provider pauses (the rest get the same ``GatewayPaused``)."""
+        answers: list[Accepted | TaxGatewayError] = []
+        stop: GatewayPaused | None = None
+        for request in requests:
+            if stop is not None:
+                answers.append(stop)
+                continue
+            try:
+                answers.append(self.issue(request))
+            except GatewayPaused as exc:
+                stop = exc
+                answers.append(exc)
+            except TaxGatewayError as exc:
+                answers.append(exc)
+        return answers
+
+    def query_many(self, serial_nos: Sequence[str]) -> list[IssueResult | TaxGatewayError]:
+        """Outcomes by serial; one answer per serial, in order: ``IssueResult``, ``NotFound``
+        or the error of that query (not raised)."""
+        answers: list[IssueResult | TaxGatewayError] = []
+        for serial_no in serial_nos:
+            try:
+                answers.append(self.query(serial_no))
+            except TaxGatewayError as exc:
+                answers.append(exc)
+        return answers
+
     @abc.abstractmethod
     def apply_red_confirm(self, request: RedConfirmRequest) -> RedConfirm:
         """Apply for a 红字确认单; status ``01`` means no confirmation is needed."""
