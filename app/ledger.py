@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +20,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.models.event_log import InvoiceEvent
+from app.types import utcnow
 
 GENESIS = "0" * 64
 
@@ -33,19 +36,48 @@ def record(
     to_state: str | None = None,
     actor: str = "system",
     data: dict[str, Any] | None = None,
-) -> InvoiceEvent:
-    event = InvoiceEvent(
-        kind=kind,
-        order_pk=order_pk,
-        request_id=request_id,
-        invoice_id=invoice_id,
-        from_state=from_state,
-        to_state=to_state,
-        actor=actor,
-        data=data or {},
-    )
+) -> InvoiceEvent | None:
+    """Append an event to the caller's transaction. Inside ``buffered(session)`` the event is
+    held and written with the others of the batch in one multi-row INSERT (returns None)."""
+    row = {"occurred_at": utcnow(), "kind": kind, "order_pk": order_pk, "request_id": request_id,
+           "invoice_id": invoice_id, "from_state": from_state, "to_state": to_state, "actor": actor,
+           "data": data or {}}
+    buffer = session.info.get(_BUFFER_KEY)
+    if buffer is not None:
+        buffer.append(row)
+        return None
+    event = InvoiceEvent(**row)
     session.add(event)
     return event
+
+
+_BUFFER_KEY = "kaipiao_event_buffer"
+
+
+@contextmanager
+def buffered(session: Session) -> Iterator[None]:
+    """Hold the events recorded inside the block and insert them together at its end (in
+    recording order, so ids keep each story's order). Nested blocks share the outer buffer."""
+    if session.info.get(_BUFFER_KEY) is not None:
+        yield
+        return
+    session.info[_BUFFER_KEY] = []
+    try:
+        yield
+        flush_buffered(session)
+    finally:
+        session.info.pop(_BUFFER_KEY, None)
+
+
+def flush_buffered(session: Session) -> int:
+    """Write the held events now (after the rows they point at: pending ORM inserts first)."""
+    buffer = session.info.get(_BUFFER_KEY)
+    if not buffer:
+        return 0
+    session.flush()
+    rows, buffer[:] = list(buffer), []
+    session.connection().execute(InvoiceEvent.__table__.insert(), rows)
+    return len(rows)
 
 
 def _canonical(event: InvoiceEvent) -> bytes:

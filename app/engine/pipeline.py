@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,6 +35,7 @@ from app.engine.gateways import gateway_for
 from app.engine.shop_context import compose_for, seller_for
 from app.errors import InvalidTransition, Problem, ValidationFailed
 from app.integrations.tax.base import (
+    Accepted,
     AuthExpired,
     CreditExhausted,
     GatewayPaused,
@@ -41,7 +43,6 @@ from app.integrations.tax.base import (
     IssueStatus,
     NotFound,
     OutcomeUnknown,
-    PermanentGatewayError,
     TaxGatewayError,
     TransientGatewayError,
 )
@@ -131,34 +132,47 @@ def queue_poll(session: Session, invoice_id: int) -> None:
 # ------------------------------------------------------------------------------------------ decide
 
 
-def decide_requests(request_ids: Iterable[int], now: datetime | None = None, *, issue_now: bool = True) -> Outcome:
-    """A batch in one transaction; one commit queues all the issue work as batch jobs.
+@dataclass
+class _Claim:
+    """An invoice committed as ``issuing`` (its serial stored), ready to be sent."""
 
-    Fast path: the whole batch without savepoints. If any request fails (a race with another
-    worker, a bad row), the batch is rolled back and redone with a savepoint per request, so
-    one bad request never takes the others down."""
+    invoice_id: int
+    request: IssueRequest
+    seller: SellerEntity | None
+    status: str = "issuing"
+
+
+def decide_requests(request_ids: Iterable[int], now: datetime | None = None, *, issue_now: bool = True) -> Outcome:
+    """A batch in one transaction; one commit queues (or claims) all the issue work.
+
+    Fast path: the whole batch with its transitions written together (lifecycle.batched).
+    If anything fails (a race with another worker, a bad row), the batch is rolled back and
+    redone with a savepoint per request, so one bad request never takes the others down.
+
+    ``issue_now``: invoices are composed straight into ``issuing`` (serial committed in the
+    same transaction) and sent by this job right after the commit: one hop less between an
+    order's arrival and its invoice. Should this process die before the answers are
+    recorded, the tick finds them stuck in ``issuing`` and asks the provider by serial."""
     ids = [int(i) for i in request_ids]
-    composed: list[int] = []
+    claimed: list[_Claim] = []
     try:
-        outcome = _decide_batch(ids, now, isolate=False, composed=composed if issue_now else None)
+        outcome = _decide_batch(ids, now, isolate=False, claimed=claimed if issue_now else None)
     except Exception:
         log.info("decide batch of %s fell back to one savepoint per request", len(ids), exc_info=True)
-        composed.clear()
-        outcome = _decide_batch(ids, now, isolate=True, composed=composed if issue_now else None)
-    if composed and issue_now:
-        # Issue what was just composed in this same job: one hop less between an order's
-        # arrival and its invoice. The serials are committed; should this process die now,
-        # the tick finds the invoices still ready (queued_at ages) and queues them.
-        issued = issue_invoices(composed)
-        for key, n in issued.counts.items():
+        claimed.clear()
+        outcome = _decide_batch(ids, now, isolate=True, claimed=claimed if issue_now else None)
+    if claimed:
+        for key, n in _send(claimed).counts.items():
             outcome.bump(f"issue_{key}", n)
     return outcome
 
 
-def _decide_batch(ids: list[int], now: datetime | None, *, isolate: bool, composed: list[int] | None) -> Outcome:
+def _decide_batch(ids: list[int], now: datetime | None, *, isolate: bool, claimed: list[_Claim] | None) -> Outcome:
     outcome = Outcome()
     with db.transaction() as session:
-        session.info["kaipiao_composed"] = composed
+        # Claim for issuing only while issuing is not paused; otherwise compose as ``ready``
+        # and let the backlog drain in order on resume.
+        session.info[_CLAIM_KEY] = claimed if claimed is not None and not pause_status(session) else None
         # One query loads the batch (and its orders) into the identity map; the references
         # held here keep them there (the identity map is weak), with shops and sellers.
         batch = session.scalars(select(InvoiceRequest).where(InvoiceRequest.id.in_(ids))
@@ -168,20 +182,28 @@ def _decide_batch(ids: list[int], now: datetime | None, *, isolate: bool, compos
         sellers = session.scalars(select(SellerEntity).where(
             SellerEntity.merchant_id.in_({s.merchant_id for s in shops}))).all() if shops else []
         keep = (batch, shops, sellers)
-        # Events and outbox rows of the whole batch are flushed together (multi-row INSERTs);
-        # guarded UPDATEs do not read pending objects, so autoflush buys nothing here.
+        # Guarded UPDATEs do not read pending objects, so autoflush buys nothing here.
         with session.no_autoflush:
-            for request_id in ids:
-                if not isolate:
-                    outcome.bump(decide_request(session, request_id, now=now))
-                    continue
-                try:
-                    with session.begin_nested():
+            if not isolate:
+                with lifecycle.batched(session):
+                    for request_id in ids:
                         outcome.bump(decide_request(session, request_id, now=now))
-                except InvalidTransition:
-                    outcome.bump("raced")  # another worker decided it first
+                    _record_composed(session)
+            else:
+                for request_id in ids:
+                    try:
+                        with session.begin_nested():
+                            outcome.bump(decide_request(session, request_id, now=now))
+                            _record_composed(session)
+                    except InvalidTransition:
+                        session.info.pop(_COMPOSED_KEY, None)
+                        outcome.bump("raced")  # another worker decided it first
     del keep
     return outcome
+
+
+_CLAIM_KEY = "kaipiao_claim"  # list[_Claim] to fill, or None: compose as ready and queue
+_COMPOSED_KEY = "kaipiao_composed"  # invoices added by _compose_and_queue, not yet flushed
 
 
 def decide_request(session: Session, request_id: int, now: datetime | None = None) -> str:
@@ -206,24 +228,18 @@ def decide_request(session: Session, request_id: int, now: datetime | None = Non
         deadline = deadline_for(order.document, ruleset)
     except Exception as exc:  # a broken rule must not loop forever: a person looks at it
         log.exception("decision failed for request %s", request_id)
-        lifecycle.move_request(session, request_id, "failed", expect="deciding", order_pk=order.id,
+        lifecycle.move_request(session, request, "failed", expect="deciding", order_pk=order.id,
                                reason=f"decision failed: {exc}"[:500])
         return "failed"
     stamp = {"decision": decision.as_dict(), "rules_version": decision.rules_version,
              "rules_fired": list(decision.rules_fired), "deadline_at": deadline}
     reason = "; ".join(r["message"] for r in decision.as_dict()["reasons"])[:500] or None
-    if decision.action == "skip":
-        lifecycle.move_request(session, request_id, "skipped", expect="deciding", order_pk=order.id,
-                               reason=reason, **stamp)
-        return "skipped"
-    if decision.action == "hold":
-        lifecycle.move_request(session, request_id, "held", expect="deciding", order_pk=order.id,
-                               reason=reason, **stamp)
-        return "held"
-    if decision.action == "wait":
-        lifecycle.move_request(session, request_id, "waiting", expect="deciding", order_pk=order.id,
-                               reason=reason, issue_after=decision.issue_after, **stamp)
-        return "waiting"
+    if decision.action in ("skip", "hold", "wait"):
+        verdict = {"skip": "skipped", "hold": "held", "wait": "waiting"}[decision.action]
+        extra = {"issue_after": decision.issue_after} if verdict == "waiting" else {}
+        lifecycle.move_request(session, request, verdict, expect="deciding", order_pk=order.id,
+                               reason=reason, **extra, **stamp)
+        return verdict
     return _compose_and_queue(session, request, order, shop, decision, stamp)
 
 
@@ -231,30 +247,33 @@ def _compose_and_queue(session: Session, request: InvoiceRequest, order, shop: S
                        stamp: dict[str, Any]) -> str:
     seller = seller_for(session, shop, decision.seller_code)
     if seller is None:
-        lifecycle.move_request(session, request.id, "held", expect="deciding", order_pk=order.id,
+        lifecycle.move_request(session, request, "held", expect="deciding", order_pk=order.id,
                                reason="no seller entity configured for this shop", **stamp)
         return "held"
     try:
         # Validated at intake: parse without the schema pass (~0.8 ms an order).
         draft = compose_for(session, parse_order(order.document, validate=False), shop, decision)
     except ValidationFailed as exc:
-        lifecycle.move_request(session, request.id, "held", expect="deciding", order_pk=order.id,
+        lifecycle.move_request(session, request, "held", expect="deciding", order_pk=order.id,
                                reason=f"cannot compose: {exc}"[:500], **stamp)
         return "held"
     if draft["decision"]["action"] != "issue" or not draft["invoices"]:
         reason = "; ".join(r["message"] for r in draft["decision"]["reasons"])[:500]
         verdict = "skipped" if draft["decision"]["action"] == "skip" else "held"
-        lifecycle.move_request(session, request.id, verdict, expect="deciding", order_pk=order.id,
+        lifecycle.move_request(session, request, verdict, expect="deciding", order_pk=order.id,
                                reason=reason, **{**stamp, "decision": draft["decision"]})
         return verdict
     # A first decision has no earlier invoices; a re-decision (after a hold, a failure) counts them.
     generation = 0 if request.rules_version is None else (
         session.query(Invoice).filter(Invoice.request_id == request.id, Invoice.color == "blue").count())
     count = len(draft["invoices"])
+    claiming = session.info.get(_CLAIM_KEY) is not None
+    composed = session.info.setdefault(_COMPOSED_KEY, [])
     for index, part in enumerate(draft["invoices"], start=1):
         invoice = Invoice(
             request_id=request.id, order_pk=order.id, seller_entity_id=seller.id, color="blue",
-            kind=part["kind"], status="ready", serial_no=serial_for(request.id, index, generation + 1),
+            kind=part["kind"], status="issuing" if claiming else "ready",
+            serial_no=serial_for(request.id, index, generation + 1), state_version=0, attempts=0,
             split_index=index, split_count=count, buyer=part["buyer"], seller=part["seller"],
             total_amount=Decimal(part["total_amount"]), total_tax=Decimal(part["total_tax"]),
             total=Decimal(part["total"]), remark=part.get("remark"),
@@ -271,18 +290,34 @@ def _compose_and_queue(session: Session, request: InvoiceRequest, order, shop: S
                 tax_treatment=line.get("tax_treatment"), tax=Decimal(line["tax"]), gross=Decimal(line["gross"]),
             ))
         session.add(invoice)
-        session.flush()
-        ledger.record(session, "invoice_composed", order_pk=order.id, request_id=request.id, invoice_id=invoice.id,
-                      to_state="ready", data={"serial_no": invoice.serial_no, "total": part["total"],
-                                              "rules_version": decision.rules_version, "part": f"{index}/{count}"})
-        composed = session.info.get("kaipiao_composed")
-        if composed is not None:
-            composed.append(invoice.id)  # issued by the same job after commit (decide_requests)
-        else:
-            queue_issue(session, invoice.id, stamp=False)
-    lifecycle.move_request(session, request.id, "issuing", expect="deciding", order_pk=order.id,
+        composed.append((invoice, seller, f"{index}/{count}", part["total"]))
+    lifecycle.move_request(session, request, "issuing", expect="deciding", order_pk=order.id,
                            reason=None, **{**stamp, "decision": draft["decision"]})
     return "issuing"
+
+
+def _record_composed(session: Session) -> None:
+    """Insert the invoices composed so far (one flush for the batch), log them and either
+    claim them for this job (``issuing``, serial committed with the row) or queue them."""
+    composed = session.info.pop(_COMPOSED_KEY, None)
+    if not composed:
+        return
+    session.flush()
+    claimed = session.info.get(_CLAIM_KEY)
+    for invoice, seller, part, total in composed:
+        ledger.record(session, "invoice_composed", order_pk=invoice.order_pk, request_id=invoice.request_id,
+                      invoice_id=invoice.id, to_state="ready",
+                      data={"serial_no": invoice.serial_no, "total": total, "rules_version": invoice.rules_version,
+                            "part": part})
+        if claimed is None:
+            queue_issue(session, invoice.id, stamp=False)
+            continue
+        # Inserted as ``issuing``: the log shows the step a separate claim would have made.
+        ledger.record(session, "invoice_transition", order_pk=invoice.order_pk, request_id=invoice.request_id,
+                      invoice_id=invoice.id, from_state="ready", to_state="issuing",
+                      data={"serial_no": invoice.serial_no, "attempt": 1})
+        claimed.append(_Claim(invoice.id, IssueRequest.from_draft_invoice(invoice.serial_no,
+                                                                          invoice_document(invoice)), seller))
 
 
 # ------------------------------------------------------------------------------------------- issue
@@ -340,94 +375,175 @@ def resume(session: Session, actor: str) -> bool:
 
 
 def issue_invoices(invoice_ids: Iterable[int], now: datetime | None = None) -> Outcome:
-    """ready → issuing (committed) → call → pending | unknown | ready (backoff) | failed.
+    """ready → issuing (committed) → call → pending | issued | unknown | ready (backoff) | failed.
 
     Every serial is committed as ``issuing`` before any call leaves this process; the answers
     are then recorded together (a crash before that leaves ``issuing``, which the tick turns
     into a query by serial)."""
+    ids = [int(i) for i in invoice_ids]
+    now = now or utcnow()
+    try:
+        outcome, claimed = _claim(ids, now, batch=True)
+    except InvalidTransition:  # another worker claimed one of them first: item by item
+        outcome, claimed = _claim(ids, now, batch=False)
+    if claimed:
+        for key, n in _send(claimed).counts.items():
+            outcome.bump(key, n)
+    return outcome
+
+
+def _claim(ids: list[int], now: datetime, *, batch: bool) -> tuple[Outcome, list[_Claim]]:
     outcome = Outcome()
-    settings = queues.current_settings()
-    claimed: list[tuple[int, IssueRequest, SellerEntity | None]] = []
+    claimed: list[_Claim] = []
     with db.transaction() as session:
         if pause_status(session):
             outcome.bump("paused")
-            return outcome
-        now = now or utcnow()
-        invoices = session.scalars(select(Invoice).where(Invoice.id.in_([int(i) for i in invoice_ids]))
+            return outcome, claimed
+        invoices = session.scalars(select(Invoice).where(Invoice.id.in_(ids))
                                    .options(selectinload(Invoice.lines)).order_by(Invoice.id)).all()
         sellers: dict[int, SellerEntity | None] = {}
-        for invoice in invoices:
-            if invoice.status != "ready" or (invoice.next_attempt_at and invoice.next_attempt_at > now):
-                outcome.bump("skipped")
+        with session.no_autoflush, (lifecycle.batched(session) if batch else nullcontext()):
+            for invoice in invoices:
+                if invoice.status != "ready" or (invoice.next_attempt_at and invoice.next_attempt_at > now):
+                    outcome.bump("skipped")
+                    continue
+                request = IssueRequest.from_draft_invoice(invoice.serial_no, invoice_document(invoice))
+                if invoice.seller_entity_id not in sellers:
+                    sellers[invoice.seller_entity_id] = (session.get(SellerEntity, invoice.seller_entity_id)
+                                                         if invoice.seller_entity_id else None)
+                try:
+                    lifecycle.move_invoice(session, invoice, "issuing", expect="ready",
+                                           data={"serial_no": invoice.serial_no, "attempt": invoice.attempts + 1})
+                except InvalidTransition:
+                    if batch:
+                        raise
+                    outcome.bump("raced")
+                    continue
+                claimed.append(_Claim(invoice.id, request, sellers[invoice.seller_entity_id]))
+    return outcome, claimed
+
+
+def _send(claimed: list[_Claim]) -> Outcome:
+    """Send claimed invoices (batch calls where the provider has them), ask at once for the
+    results of the accepted ones, and record every answer in one transaction."""
+    outcome = Outcome()
+    settings = queues.current_settings()
+    answers: dict[int, tuple[str, Any]] = {}  # invoice id → (kind, Accepted / exception)
+    stop: tuple[str, str] | None = None  # (pause code, reason)
+    streak, last_error = 0, None
+    by_seller: dict[int | None, list[_Claim]] = {}
+    for claim in claimed:
+        by_seller.setdefault(claim.seller.id if claim.seller else None, []).append(claim)
+    for group in by_seller.values():
+        gateway = gateway_for(group[0].seller, settings)
+        for start in range(0, len(group), max(gateway.batch_size, 1) * 10):
+            chunk = group[start:start + max(gateway.batch_size, 1) * 10]
+            if stop is not None:
+                answers.update((c.invoice_id, ("unsent", None)) for c in chunk)
                 continue
-            request = IssueRequest.from_draft_invoice(invoice.serial_no, invoice_document(invoice))
-            if invoice.seller_entity_id not in sellers:
-                sellers[invoice.seller_entity_id] = (session.get(SellerEntity, invoice.seller_entity_id)
-                                                     if invoice.seller_entity_id else None)
-            lifecycle.move_invoice(session, invoice, "issuing", expect="ready",
-                                   data={"serial_no": invoice.serial_no, "attempt": invoice.attempts + 1})
-            claimed.append((invoice.id, request, sellers[invoice.seller_entity_id]))
-    answers: list[tuple[int, str, Any]] = []  # (invoice id, outcome, result or exception)
-    stop: tuple[str, str] | None = None  # (pause code, reason): the rest goes back to ready
-    transient_streak = 0
-    for invoice_id, request, seller in claimed:
-        if stop is not None:
-            answers.append((invoice_id, "unsent", None))
-            continue
-        try:
-            result = gateway_for(seller, settings).issue(request)
-        except GatewayPaused as exc:
-            stop = ("auth_expired" if isinstance(exc, AuthExpired) else "paused", str(exc))
-            answers.append((invoice_id, "unsent", None))
-            continue
-        except CreditExhausted as exc:
-            stop = ("credit", f"monthly credit (授信额度) exhausted: {exc}")
-            answers.append((invoice_id, "unsent", None))
-            continue
-        except OutcomeUnknown as exc:
-            answers.append((invoice_id, "unknown", exc))
-            continue
-        except TransientGatewayError as exc:
-            transient_streak += 1
-            answers.append((invoice_id, "transient", exc))
-            if transient_streak >= OUTAGE_THRESHOLD:
-                stop = ("outage", f"{transient_streak} consecutive transient failures: {exc}")
-            continue
-        except PermanentGatewayError as exc:
-            answers.append((invoice_id, "failed", exc))
-            continue
-        transient_streak = 0
-        answers.append((invoice_id, "accepted", result))
-    accepted: list[int] = []
-    with db.transaction() as session, session.no_autoflush:
-        # The batch in the identity map (held here): transitions need no per-invoice SELECT.
-        loaded = session.scalars(select(Invoice).where(Invoice.id.in_([a[0] for a in answers]))).all()
+            for claim, answer in zip(chunk, gateway.issue_many([c.request for c in chunk]), strict=True):
+                kind = _classify_issue(answer)
+                if kind == "unsent" and stop is None:
+                    stop = ("auth_expired" if isinstance(answer, AuthExpired) else "paused", str(answer))
+                elif kind == "credit" and stop is None:
+                    stop = ("credit", f"monthly credit (授信额度) exhausted: {answer}")
+                elif kind == "transient":
+                    # One failed call answers for every item it carried: count calls, not items.
+                    if answer is not last_error:
+                        streak += 1
+                    if streak >= OUTAGE_THRESHOLD and stop is None:
+                        stop = ("outage", f"{streak} consecutive transient failures: {answer}")
+                elif kind == "accepted":
+                    streak = 0
+                last_error = answer
+                answers[claim.invoice_id] = (kind, answer)
+    # Ask right away for what was accepted: a fast provider has settled it already.
+    results: dict[int, Any] = {}
+    for group in by_seller.values():
+        accepted = [c for c in group if answers[c.invoice_id][0] == "accepted"]
+        if accepted:
+            gateway = gateway_for(group[0].seller, settings)
+            results.update(zip([c.invoice_id for c in accepted],
+                               gateway.query_many([c.request.serial_no for c in accepted]), strict=True))
+
+    def record(session: Session) -> Outcome:
+        counts = Outcome()
+        loaded = _load_for_recording(session, list(answers))
         if stop is not None:
             pause(session, *stop)
-        for invoice_id, kind, value in answers:
-            if kind == "accepted":
-                lifecycle.move_invoice(session, invoice_id, "pending", expect="issuing",
-                                       provider_ref=value.provider_serial,
-                                       data={"provider_serial": value.provider_serial, "duplicate": value.duplicate})
-                accepted.append(invoice_id)
-            elif kind == "unknown":
-                lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing", reason=str(value)[:200],
-                                       next_attempt_at=utcnow() + TIMING.first_poll)
-            elif kind == "transient":
-                kind = _retry_later(session, invoice_id, value)
-            elif kind == "failed":
-                _fail(session, invoice_id, f"{value.code}: {value}", expect="issuing")
-            else:  # unsent: paused before it left
-                lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing",
-                                       reason=f"not sent: {stop[1] if stop else 'paused'}"[:200])
-                kind = "paused"
-            outcome.bump(kind)
+        for invoice_id, (kind, value) in answers.items():
+            try:
+                if kind == "accepted":
+                    counts.bump("accepted")
+                counts.bump(_record_issue(session, invoice_id, kind, value, results.get(invoice_id)))
+            except InvalidTransition:
+                if lifecycle.is_batched(session):
+                    raise
+                counts.bump("raced")  # another worker recorded it first
         del loaded
-    if accepted:
-        polled = poll_invoices(accepted)
-        for key, n in polled.counts.items():
-            outcome.bump(f"poll_{key}", n)
+        return counts
+
+    outcome = _recorded(record)
     return outcome
+
+
+def _load_for_recording(session: Session, invoice_ids: list[int]) -> tuple[list, list]:
+    """The invoices and their requests into the identity map (held by the caller): recording
+    their answers then needs no per-invoice SELECT."""
+    invoices = session.scalars(select(Invoice).where(Invoice.id.in_(invoice_ids))).all()
+    requests = session.scalars(select(InvoiceRequest).where(
+        InvoiceRequest.id.in_({i.request_id for i in invoices}))).all() if invoices else []
+    return invoices, requests
+
+
+def _classify_issue(answer: Any) -> str:
+    if isinstance(answer, Accepted):
+        return "accepted"
+    if isinstance(answer, GatewayPaused):
+        return "unsent"
+    if isinstance(answer, CreditExhausted):
+        return "credit"
+    if isinstance(answer, OutcomeUnknown):
+        return "unknown"
+    if isinstance(answer, TransientGatewayError):
+        return "transient"
+    return "failed"  # PermanentGatewayError and anything else the provider refused
+
+
+def _record_issue(session: Session, invoice_id: int, kind: str, value: Any, result: Any) -> str:
+    if kind == "accepted":
+        lifecycle.move_invoice(session, invoice_id, "pending", expect="issuing", provider_ref=value.provider_serial,
+                               data={"provider_serial": value.provider_serial, "duplicate": value.duplicate},
+                               next_attempt_at=utcnow() + TIMING.first_poll)
+        return _record_result(session, invoice_id, "pending", 0, result, prefix="poll_")
+    if kind == "unknown":
+        lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing", reason=str(value)[:200],
+                               next_attempt_at=utcnow() + TIMING.first_poll)
+        return "unknown"
+    if kind == "transient":
+        return _retry_later(session, invoice_id, value)
+    if kind == "failed":
+        code = getattr(value, "code", None) or type(value).__name__
+        _fail(session, invoice_id, f"{code}: {value}", expect="issuing")
+        return "failed"
+    # Unsent (refused before processing because issuing is paused, or never sent after the
+    # pause) or refused for want of credit: back to ready, sent again when issuing resumes.
+    why = f"credit exhausted: {value}" if kind == "credit" else "issuing is paused"
+    lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing", reason=f"not sent: {why}"[:200])
+    return "paused"
+
+
+def _recorded(record: Any) -> Outcome:
+    """Run ``record(session)`` in one transaction with batched transitions; if a row changed
+    under us (another worker recorded it), redo it unbatched, where each item is guarded on
+    its own and a lost race is just counted."""
+    try:
+        with db.transaction() as session, session.no_autoflush, lifecycle.batched(session):
+            return record(session)
+    except InvalidTransition:
+        log.info("recording a batch raced with another worker; redoing it item by item", exc_info=True)
+    with db.transaction() as session, session.no_autoflush:
+        return record(session)
 
 
 def _retry_later(session: Session, invoice_id: int, exc: TaxGatewayError) -> str:
@@ -446,11 +562,16 @@ def _fail(session: Session, invoice_id: int, reason: str, *, expect: str) -> Non
     lifecycle.move_invoice(session, invoice_id, "failed", expect=expect, reason=reason[:500],
                            failure_reason=reason[:500], next_attempt_at=None)
     invoice = session.get(Invoice, invoice_id)
+    request = session.get(InvoiceRequest, invoice.request_id)
+    if request is not None and request.status != "issuing":
+        return  # another part of the same order failed first
     try:  # a refused guarded UPDATE changes nothing: no savepoint needed
-        lifecycle.move_request(session, invoice.request_id, "failed", expect="issuing",
-                               reason=f"invoice {invoice.serial_no} failed: {reason}"[:500])
+        lifecycle.move_request(session, request or invoice.request_id, "failed", expect="issuing",
+                               order_pk=invoice.order_pk, reason=f"invoice {invoice.serial_no} failed: {reason}"[:500])
     except InvalidTransition:
-        pass  # another part of the same order failed first
+        if lifecycle.is_batched(session):
+            raise
+        # another part of the same order failed first
 
 
 # -------------------------------------------------------------------------------------------- poll
@@ -458,8 +579,7 @@ def _fail(session: Session, invoice_id: int, reason: str, *, expect: str) -> Non
 
 def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
     """Ask the provider by serial: pending | unknown | issuing(stuck) → issued | pending | failed | ready.
-    The answers of a batch are recorded in one transaction."""
-    outcome = Outcome()
+    One batch query per provider call; the answers of a batch are recorded in one transaction."""
     settings = queues.current_settings()
     with db.transaction() as session:
         rows = session.execute(
@@ -470,42 +590,58 @@ def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
         ).all()
         sellers = {r.seller_entity_id: session.get(SellerEntity, r.seller_entity_id) for r in rows
                    if r.seller_entity_id}
-    answers: list[tuple[Any, str, Any]] = []
+    results: dict[int, Any] = {}
+    by_seller: dict[int | None, list[Any]] = {}
     for row in rows:
-        try:
-            result = gateway_for(sellers.get(row.seller_entity_id), settings).query(row.serial_no)
-        except NotFound:
-            # Accepted but unknown now: keep asking, never resend. Never reached: resend the same serial.
-            answers.append((row, "lost_pending" if row.status == "pending" else "resend", None))
-            continue
-        except TaxGatewayError as exc:
-            log.info("query %s failed: %s", row.serial_no, exc)
-            answers.append((row, "query_failed", None))
-            continue
-        status = {IssueStatus.ISSUED: "issued", IssueStatus.FAILED: "failed"}.get(result.status, "pending")
-        answers.append((row, status, result))
-    with db.transaction() as session, session.no_autoflush:
-        loaded = session.scalars(select(Invoice).where(Invoice.id.in_([row.id for row, _, _ in answers]))).all()
-        for row, kind, result in answers:
+        by_seller.setdefault(row.seller_entity_id, []).append(row)
+    for seller_id, group in by_seller.items():
+        answers = gateway_for(sellers.get(seller_id), settings).query_many([r.serial_no for r in group])
+        results.update(zip([r.id for r in group], answers, strict=True))
+
+    def record(session: Session) -> Outcome:
+        counts = Outcome()
+        loaded = _load_for_recording(session, [row.id for row in rows])
+        for row in rows:
             # No savepoint needed: a refused guarded UPDATE changes nothing, and nothing else
             # is written for that invoice before it.
             try:
-                if kind == "issued":
-                    _mark_issued(session, row.id, row.status, result)
-                elif kind == "failed":
-                    _fail(session, row.id, f"{result.error_code}: {result.error_reason}", expect=row.status)
-                elif kind == "resend":
-                    lifecycle.move_invoice(session, row.id, "ready", expect=row.status,
-                                           reason="provider has no record of this serial", next_attempt_at=None)
-                    queue_issue(session, row.id)
-                else:  # pending, lost_pending, query_failed: ask again later
-                    _poll_later(session, row.id, row.status, row.attempts,
-                                to="pending" if kind == "pending" else None)
+                counts.bump(_record_result(session, row.id, row.status, row.attempts, results[row.id]))
             except InvalidTransition:
-                kind = "raced"  # another worker recorded it first
-            outcome.bump(kind)
+                if lifecycle.is_batched(session):
+                    raise
+                counts.bump("raced")  # another worker recorded it first
         del loaded
-    return outcome
+        return counts
+
+    return _recorded(record) if rows else Outcome()
+
+
+def _record_result(session: Session, invoice_id: int, status: str, attempts: int, result: Any,
+                   prefix: str = "") -> str:
+    """Record one query answer for an invoice in ``status``; returns what happened."""
+    if result is None:
+        kind = "query_failed"
+    elif isinstance(result, NotFound):
+        # Accepted but unknown now: keep asking, never resend. Never reached: resend the same serial.
+        kind = "lost_pending" if status == "pending" else "resend"
+    elif isinstance(result, TaxGatewayError):
+        log.info("query %s failed: %s", invoice_id, result)
+        kind = "query_failed"
+    else:
+        kind = {IssueStatus.ISSUED: "issued", IssueStatus.FAILED: "failed"}.get(result.status, "pending")
+    if kind == "issued":
+        _mark_issued(session, invoice_id, status, result)
+    elif kind == "failed":
+        _fail(session, invoice_id, f"{result.error_code}: {result.error_reason}", expect=status)
+    elif kind == "resend":
+        lifecycle.move_invoice(session, invoice_id, "ready", expect=status,
+                               reason="provider has no record of this serial", next_attempt_at=None)
+        queue_issue(session, invoice_id)
+    elif status == "pending" and kind == "pending" and prefix:
+        pass  # just accepted, not settled yet: next_attempt_at is set, the tick polls it
+    else:  # pending, lost_pending, query_failed: ask again later
+        _poll_later(session, invoice_id, status, attempts, to="pending" if kind == "pending" else None)
+    return prefix + kind
 
 
 def _poll_later(session: Session, invoice_id: int, status: str, attempts: int, to: str | None = None) -> None:
@@ -513,6 +649,7 @@ def _poll_later(session: Session, invoice_id: int, status: str, attempts: int, t
     if to and to != status:
         lifecycle.move_invoice(session, invoice_id, to, expect=status, next_attempt_at=when)
     else:
+        lifecycle.flush_batch(session)
         session.execute(update(Invoice).where(Invoice.id == invoice_id, Invoice.status == status)
                         .values(next_attempt_at=when, attempts=Invoice.attempts + 1)
                         .execution_options(synchronize_session=False))
@@ -523,15 +660,20 @@ def _mark_issued(session: Session, invoice_id: int, status: str, result) -> None
                            issued_at=result.issued_at or utcnow(), next_attempt_at=None,
                            data={"number": result.number, "provider_serial": result.provider_serial})
     invoice = session.get(Invoice, invoice_id)
+    if invoice.split_count != 1:
+        lifecycle.flush_batch(session)  # the count below reads the parts' rows
     open_parts = 0 if invoice.split_count == 1 else session.query(Invoice).filter(
         Invoice.request_id == invoice.request_id, Invoice.color == "blue",
         Invoice.status.notin_(("issued", "delivering", "delivered", "cancelled"))).count()
     if open_parts == 0:
+        request = session.get(InvoiceRequest, invoice.request_id)
+        if request is None or request.status != "issuing":
+            return
         try:
-            lifecycle.move_request(session, invoice.request_id, "issued", expect="issuing",
-                                   order_pk=invoice.order_pk)
+            lifecycle.move_request(session, request, "issued", expect="issuing", order_pk=invoice.order_pk)
         except InvalidTransition:
-            pass
+            if lifecycle.is_batched(session):
+                raise
 
 
 # -------------------------------------------------------------------------------------------- tick

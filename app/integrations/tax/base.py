@@ -48,6 +48,10 @@ def decimal_or_none(value: Any) -> Decimal | None:
         raise ValueError(f"not a decimal: {value!r}") from exc
 
 
+def _canonical(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.normalize()
+
+
 def dec_str(value: Decimal | None) -> str | None:
     """Plain decimal string for JSON (no exponent)."""
     if value is None:
@@ -198,12 +202,15 @@ class IssueLine:
             kind=LineKind(data.get("kind", "normal")),
             name=str(data["name"]),
             tax_code=str(data["tax_code"]),
-            tax_rate=Decimal(str(data["tax_rate"])),
+            # Canonical (normalized) so that the same invoice gives the same payload whether it
+            # comes from a fresh draft or from the database (which pads decimals to a fixed
+            # scale): a resend under the same serial must match what the provider has.
+            tax_rate=_canonical(Decimal(str(data["tax_rate"]))),
             amount=money(data["amount"]),
             tax=money(data["tax"]),
             gross=money(data["gross"]),
-            quantity=decimal_or_none(data.get("quantity")),
-            unit_price=decimal_or_none(data.get("unit_price")),
+            quantity=_canonical(decimal_or_none(data.get("quantity"))),
+            unit_price=_canonical(decimal_or_none(data.get("unit_price"))),
             unit=data.get("unit") or None,
             spec=data.get("spec") or None,
         )
