@@ -1,16 +1,22 @@
 """The sandbox's SQLite store: one file, safe across threads and processes.
 
 Every write runs in ``BEGIN IMMEDIATE`` (one writer at a time, no lost updates between the
-check and the insert); a fresh connection per transaction keeps threads independent. Money is
-integer fen. The unique constraints (serial, number, nonce) are the last line of defence for
-idempotency even if two processes race.
+check and the insert). Each thread keeps one connection of its own (``threading.local``, opened
+on first use, never handed to another thread, reopened after a fork); other processes are kept
+out by SQLite's file locks as before. A ``tx()`` opened inside another one on the same thread is
+a SAVEPOINT of the outer transaction, so one HTTP call (nonce, fault decision, operation) or a
+whole batch commits once. Money is integer fen. The unique constraints (serial, number, nonce)
+are the last line of defence for idempotency even if two processes race.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA = """
@@ -66,6 +72,7 @@ CREATE TABLE IF NOT EXISTS nonces (
     seen_at REAL NOT NULL,
     PRIMARY KEY (app_key, nonce)
 );
+CREATE INDEX IF NOT EXISTS nonces_seen ON nonces(seen_at);  -- pruning must not scan the table
 CREATE TABLE IF NOT EXISTS tokens (
     token      TEXT PRIMARY KEY,
     expires_at REAL NOT NULL
@@ -85,13 +92,18 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
+        self._local = threading.local()
+        conn = self._connect()
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+        finally:
+            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN ourselves; timeout waits out other writers.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        # check_same_thread (the default) makes sharing a connection across threads an error.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout=30000")
         # WAL + NORMAL survives a crash of the process (what the tests inflict); only a power
@@ -99,30 +111,110 @@ class Store:
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
+    def _state(self) -> _ThreadState:
+        """This thread's connection (opened on first use; a forked child opens its own)."""
+        state: _ThreadState | None = getattr(self._local, "state", None)
+        if state is None or state.pid != os.getpid():
+            if state is not None:
+                # Never close (or use) a connection inherited through fork(): SQLite forbids it.
+                _INHERITED.append(state.conn)
+            state = _ThreadState(conn=self._connect(), pid=os.getpid())
+            self._local.state = state
+        return state
+
+    def _discard(self, state: _ThreadState) -> None:
+        """Drop a connection that may be in an unknown state; the next use opens a fresh one."""
+        self._local.state = None
+        try:
+            state.conn.close()
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        state: _ThreadState | None = getattr(self._local, "state", None)
+        if state is not None and state.pid == os.getpid() and state.depth == 0:
+            self._discard(state)
+
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding the database's write lock from the start."""
-        conn = self._connect()
+        """A write transaction holding the database's write lock from the start.
+
+        Inside another ``tx()`` on the same thread it is a SAVEPOINT of that transaction: its
+        writes commit with the outer one, and an exception undoes only its own part."""
+        state = self._state()
+        if state.depth:
+            yield from self._savepoint(state)
+            return
+        conn = state.conn
+        if conn.in_transaction:  # left open by an earlier failure we could not clean up
+            self._discard(state)
+            state = self._state()
+            conn = state.conn
+        conn.execute("BEGIN IMMEDIATE")  # raises (busy) before anything is open: nothing to undo
+        state.depth = 1
         try:
-            conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException as exc:
                 # A provider refusal keeps what was written before it (refusal counters, lazy
                 # status transitions); anything else undoes the transaction.
-                conn.execute("COMMIT" if getattr(exc, "commit_transaction", False) else "ROLLBACK")
+                self._finish(state, commit=getattr(exc, "commit_transaction", False))
                 raise
-            conn.execute("COMMIT")
+            self._finish(state, commit=True)
         finally:
-            conn.close()
+            state.depth = 0
+
+    def _savepoint(self, state: _ThreadState) -> Iterator[sqlite3.Connection]:
+        conn = state.conn
+        name = f"sp{state.depth}"
+        conn.execute(f"SAVEPOINT {name}")
+        state.depth += 1
+        try:
+            yield conn
+        except BaseException as exc:
+            if not getattr(exc, "commit_transaction", False):
+                conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+            raise
+        finally:
+            state.depth -= 1
+        conn.execute(f"RELEASE {name}")
+
+    def _finish(self, state: _ThreadState, *, commit: bool) -> None:
+        conn = state.conn
+        try:
+            if commit:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            elif conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                # Neither COMMIT nor ROLLBACK worked: this connection cannot be trusted again.
+                self._discard(state)
+            raise
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
+        """This thread's connection for reads (autocommit: each statement sees the latest
+        commit; inside a ``tx()`` it sees that transaction's writes)."""
+        yield self._state().conn
+
+
+@dataclass
+class _ThreadState:
+    conn: sqlite3.Connection
+    pid: int
+    depth: int = 0  # 0: no transaction; 1: BEGIN IMMEDIATE; n > 1: n - 1 savepoints inside it
+
+
+# Connections a forked child inherited: kept referenced so they are never closed in the child.
+_INHERITED: list[sqlite3.Connection] = []
 
 
 def bump(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
