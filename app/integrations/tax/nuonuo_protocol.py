@@ -57,3 +57,4 @@ STATUS_FAILED = ("22", "24")
 STATUS_VOIDED = ("3", "31")
 
 MAX_ORDER_NO = 20
+MAX_QUERY = 50  # serialNos / orderNos per queryInvoiceResult call

@@ -5,12 +5,26 @@ Native wire (every call signed, see ``signing.native_sign``; JSON bodies, decima
     POST /v1/invoices                 IssueRequest.to_dict()        -> 202 {serial_no, provider_serial,
                                                                           status, duplicate} (200 if dup)
     GET  /v1/invoices/<serial_no>                                   -> 200 result (status pending|issued|failed)
+    POST /v1/invoices/batch           {"invoices": [IssueRequest.to_dict(), ...]} (1..50)
+                                      -> 200 {"results": [{serial_no, provider_serial, status, duplicate}
+                                                          | {serial_no, error: {code, message, permanent}}]}
+    POST /v1/invoices/query           {"serial_nos": [...]} (1..50)
+                                      -> 200 {"results": [result | {serial_no, error: {code: NOT_FOUND, ...}}]}
     POST /v1/invoices/<serial_no>/cancel                            -> 200 result
     POST /v1/red-confirms             {apply_id?, blue_number, reason, lines?} -> 200 confirm
     GET  /v1/red-confirms/<confirm_id>                              -> 200 confirm
     POST /v1/red-invoices             {serial_no, blue_number, reason, lines?, confirm_id?} -> 202
     GET  /v1/credit                                                 -> {month, limit, used, remaining}
     errors: {"error": {"code", "message", "permanent"}} with 400/401/403/404/409/422/429/5xx
+
+Batch calls answer one result per item, in order; an item is refused with the code the single
+call would give (DUPLICATE_SERIAL, CREDIT_EXCEEDED, TAX_CODE, SPECIAL_BUYER, ...), each item
+exactly as idempotent as the single call (a serial repeated inside a batch is a duplicate). The
+whole call is refused (the single call's error shape) for a bad signature, a replayed nonce, a
+malformed body or item (MALFORMED names it: ``invoices[3].lines[0].tax_code``), more than 50
+items, and an expired tax-bureau login. A batch is one call for fault injection (latency, 5xx,
+429, timeout, unknown) except ``fail_later``, which is drawn per invoice; it is processed in one
+store transaction.
 
 Nuonuo wire: ``POST /accessToken`` and ``POST /open/v1/services`` exactly as apis.md §7.
 
@@ -26,17 +40,21 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, jsonify, request
 
 from app.integrations.tax import nuonuo_protocol as nn
 from app.integrations.tax import signing
 from app.integrations.tax.base import LineKind, RedReason, dec_str
+from app.integrations.tax.sandbox import faults as faults_mod
 from app.integrations.tax.sandbox.service import (
     ProviderError,
     SandboxConfig,
     SandboxService,
+    parse_issue_batch,
+    parse_serial_batch,
+    prepare_issue,
 )
 
 Handler = Callable[[bool], Response]
@@ -75,9 +93,25 @@ def create_sandbox_app(config: SandboxConfig | Mapping[str, Any]) -> Flask:
 
 
 def _with_faults(service: SandboxService, kind: str, handler: Handler,
-                 error: Callable[[ProviderError], Response]) -> Response:
-    """Apply the injected fault for this call around the real handler."""
-    decision = service.decide_fault(kind)
+                 error: Callable[[ProviderError], Response], *, admit: Callable[[], None] | None = None,
+                 batch: bool = False) -> Response:
+    """Admit the call (nonce, token: ``admit``), decide its injected fault and run the handler.
+
+    Admission, the fault decision and the operation share one store transaction (one commit per
+    call) unless latency is injected: then admission and the decision commit first, so the
+    write lock is not held while the call sleeps, and the operation runs after the sleep."""
+    response: Response | None = None
+    failure: Exception | None = None
+    with service.store.tx():
+        if admit is not None:
+            try:
+                admit()
+            except ProviderError as exc:
+                return error(exc)  # commits what admission recorded (nonce, refusal counters)
+        decision = service.decide_fault(kind, batch=batch)
+        inline = not decision.latency_ms and decision.mode not in ("error_5xx", "rate_limit")
+        if inline:
+            response, failure = _run(handler, decision, error)
     if decision.latency_ms:
         time.sleep(decision.latency_ms / 1000)
     if decision.mode == "error_5xx":
@@ -86,10 +120,11 @@ def _with_faults(service: SandboxService, kind: str, handler: Handler,
         response = error(ProviderError("RATE_LIMITED", "请求过于频繁(沙箱注入)"))
         response.headers["Retry-After"] = "1"
         return response
-    try:
-        response = handler(decision.mode == "fail_later")
-    except ProviderError as exc:
-        response = error(exc)
+    if not inline:
+        response, failure = _run(handler, decision, error)
+    if failure is not None:
+        raise failure  # a bug, not a refusal: its own writes were undone, admission kept
+    assert response is not None
     if decision.mode == "timeout":
         # Processed, but the answer comes after the caller gave up: the outcome is unknown to it.
         time.sleep(decision.timeout_sleep_ms / 1000)
@@ -97,6 +132,34 @@ def _with_faults(service: SandboxService, kind: str, handler: Handler,
     if decision.mode == "unknown":
         return error(ProviderError("INTERNAL", "系统异常(沙箱注入: 已处理但返回失败)"))
     return response
+
+
+def _run(handler: Handler, decision: faults_mod.FaultDecision,
+         error: Callable[[ProviderError], Response]) -> tuple[Response | None, Exception | None]:
+    try:
+        return handler(decision.mode == "fail_later"), None
+    except ProviderError as exc:
+        return error(exc), None
+    except Exception as exc:  # re-raised by the caller once the transaction is done
+        return None, exc
+
+
+T = TypeVar("T")
+
+
+def _prepare(parse: Callable[[], T]) -> Callable[[], T]:
+    """Parse a request body before the store transaction (no lock held for the CPU work); a
+    refusal is raised where the handler runs, so it keeps its place after admission."""
+    try:
+        value = parse()
+    except ProviderError as exc:
+        refusal = exc
+
+        def refuse() -> T:
+            raise refusal
+
+        return refuse
+    return lambda: value
 
 
 # -------------------------------------------------------------------------------------- native
@@ -111,7 +174,8 @@ def _native_error(exc: ProviderError) -> Response:
 def _native_routes(app: Flask, service: SandboxService) -> None:
     config = service.config
 
-    def verify() -> None:
+    def authenticate() -> str:
+        """Key, timestamp and signature (no store access unless refused): the nonce to admit."""
         headers = request.headers
         app_key = headers.get(signing.H_APP_KEY, "")
         timestamp = headers.get(signing.H_TIMESTAMP, "")
@@ -128,14 +192,15 @@ def _native_routes(app: Flask, service: SandboxService) -> None:
         if not signing.constant_time_equal(expected, signature):
             service.count("signature_rejected")
             raise ProviderError("BAD_SIGNATURE", "签名校验失败")
-        service.check_nonce(app_key, nonce, config.timestamp_window_s)
+        return nonce
 
-    def signed(kind: str, handler: Handler) -> Response:
+    def signed(kind: str, handler: Handler, *, batch: bool = False) -> Response:
         try:
-            verify()
+            nonce = authenticate()
         except ProviderError as exc:
             return _native_error(exc)
-        return _with_faults(service, kind, handler, _native_error)
+        return _with_faults(service, kind, handler, _native_error, batch=batch,
+                            admit=lambda: service.check_nonce(config.app_key, nonce, config.timestamp_window_s))
 
     def body() -> dict[str, Any]:
         data = request.get_json(silent=True)
@@ -143,11 +208,18 @@ def _native_routes(app: Flask, service: SandboxService) -> None:
             raise ProviderError("MALFORMED", "请求体必须是JSON对象")
         return data
 
+    def accepted_body(result: dict[str, Any], duplicate: bool) -> dict[str, Any]:
+        return {"serial_no": result["serial_no"], "provider_serial": result["provider_serial"],
+                "status": result["status"], "duplicate": duplicate}
+
     def accepted(result: dict[str, Any], duplicate: bool) -> Response:
-        response = jsonify({"serial_no": result["serial_no"], "provider_serial": result["provider_serial"],
-                            "status": result["status"], "duplicate": duplicate})
+        response = jsonify(accepted_body(result, duplicate))
         response.status_code = 200 if duplicate else 202
         return response
+
+    def refused(serial_no: str, exc: ProviderError) -> dict[str, Any]:
+        return {"serial_no": serial_no,
+                "error": {"code": exc.code, "message": exc.message, "permanent": exc.spec.permanent}}
 
     def with_pdf(result: dict[str, Any]) -> dict[str, Any]:
         if result.get("number"):
@@ -156,7 +228,34 @@ def _native_routes(app: Flask, service: SandboxService) -> None:
 
     @app.post("/v1/invoices")
     def issue() -> Response:
-        return signed("issue", lambda fail_later: accepted(*service.issue(body(), fail_later=fail_later)))
+        prepared = _prepare(lambda: prepare_issue(body()))
+        return signed("issue", lambda fail_later: accepted(*service.issue(prepared(), fail_later=fail_later)))
+
+    @app.post("/v1/invoices/batch")
+    def issue_batch() -> Response:
+        prepared = _prepare(lambda: parse_issue_batch(body()))
+
+        def handler(_f: bool) -> Response:
+            items = prepared()
+            answers = service.issue_many(items)
+            return jsonify({"results": [
+                refused(item.request.serial_no, answer) if isinstance(answer, ProviderError)
+                else accepted_body(*answer) for item, answer in zip(items, answers, strict=True)]})
+
+        return signed("issue", handler, batch=True)
+
+    @app.post("/v1/invoices/query")
+    def query_batch() -> Response:
+        prepared = _prepare(lambda: parse_serial_batch(body()))
+
+        def handler(_f: bool) -> Response:
+            serial_nos = prepared()
+            answers = service.query_many(serial_nos)
+            return jsonify({"results": [
+                refused(serial_no, answer) if isinstance(answer, ProviderError) else with_pdf(answer)
+                for serial_no, answer in zip(serial_nos, answers, strict=True)]})
+
+        return signed("query", handler, batch=True)
 
     @app.get("/v1/invoices/<serial_no>")
     def query(serial_no: str) -> Response:
@@ -374,7 +473,9 @@ def _nuonuo_routes(app: Flask, service: SandboxService) -> None:
 
         return _with_faults(service, "token", handler, _nn_error)
 
-    def verify() -> str:
+    def authenticate() -> tuple[str, str]:
+        """appkey, timestamp and X-Nuonuo-Sign (no store access unless refused): the nonce key
+        and the userTax header."""
         args, headers = request.args, request.headers
         app_key, senid = args.get("appkey", ""), args.get("senid", "")
         nonce, timestamp = args.get("nonce", ""), args.get("timestamp", "")
@@ -389,13 +490,14 @@ def _nuonuo_routes(app: Flask, service: SandboxService) -> None:
         if not signing.constant_time_equal(expected, headers.get("X-Nuonuo-Sign", "")):
             service.count("signature_rejected")
             raise ProviderError("BAD_SIGNATURE", "X-Nuonuo-Sign签名校验失败")
-        service.check_nonce(app_key, f"{senid}:{nonce}", config.timestamp_window_s)
-        if not service.token_valid(headers.get("accessToken", "")):
+        return f"{senid}:{nonce}", headers.get("userTax", "")
+
+    def admit(nonce: str, access_token: str, user_tax: str) -> None:
+        service.check_nonce(config.app_key, nonce, config.timestamp_window_s)
+        if not service.token_valid(access_token):
             raise ProviderError("TOKEN_INVALID", "accessToken无效或已过期")
-        user_tax = headers.get("userTax", "")
         if config.seller_tax_id and user_tax and user_tax != config.seller_tax_id:
             raise ProviderError("SELLER_MISMATCH", "该应用未获得此税号授权")
-        return user_tax
 
     def content() -> dict[str, Any]:
         data = request.get_json(silent=True)
@@ -418,20 +520,21 @@ def _nuonuo_routes(app: Flask, service: SandboxService) -> None:
 
     def query(_user_tax: str, _f: bool) -> Response:
         data = content()
-        serials = [service.find_by_provider_serial(s) for s in data.get("serialNos") or []]
-        keys = [s for s in serials if s] if data.get("serialNos") else list(data.get("orderNos") or [])
-        if len(keys) > 50:
+        serial_nos, order_nos = data.get("serialNos") or [], data.get("orderNos") or []
+        if not isinstance(serial_nos, list) or not isinstance(order_nos, list):
+            raise ProviderError("MALFORMED", "serialNos/orderNos必须是数组")
+        if len(serial_nos) > nn.MAX_QUERY or len(order_nos) > nn.MAX_QUERY:
             raise ProviderError("MALFORMED", "一次最多查询50个")
+        if serial_nos:  # serial wins
+            keys = [k for k in (service.find_by_provider_serial(str(s)) for s in serial_nos) if k]
+        else:
+            keys = [str(k) for k in order_nos]
+        with_detail = str(data.get("isOfferInvoiceDetail")) == "1"
         items = []
-        for key in keys:
-            try:
-                result = service.query(key)
-            except ProviderError as exc:
-                if exc.code == "NOT_FOUND":
-                    continue
-                raise
-            items.append(_nn_result_item(result, service.stored_payload(key),
-                                         str(data.get("isOfferInvoiceDetail")) == "1"))
+        for key, result in zip(keys, service.query_many(keys) if keys else [], strict=True):
+            if isinstance(result, ProviderError):
+                continue  # Nuonuo leaves unknown orders out of the array
+            items.append(_nn_result_item(result, service.stored_payload(key), with_detail))
         return _nn_envelope(nn.OK, "获取成功", items)
 
     def save_confirm(user_tax: str, _f: bool) -> Response:
@@ -504,14 +607,21 @@ def _nuonuo_routes(app: Flask, service: SandboxService) -> None:
     @app.post(nn.SERVICES_PATH)
     def services() -> Response:
         try:
-            user_tax = verify()
+            nonce, user_tax = authenticate()
         except ProviderError as exc:
             return _nn_error(exc)
+        access_token = request.headers.get("accessToken", "")
         method = request.headers.get("method", "")
         if method not in methods:
+            try:
+                with service.store.tx():
+                    admit(nonce, access_token, user_tax)
+            except ProviderError as exc:
+                return _nn_error(exc)
             return _nn_envelope(nn.E_MISSING_PARAM, f"不支持的method: {method}")
         kind, handler = methods[method]
-        return _with_faults(service, kind, lambda fail_later: handler(user_tax, fail_later), _nn_error)
+        return _with_faults(service, kind, lambda fail_later: handler(user_tax, fail_later), _nn_error,
+                            admit=lambda: admit(nonce, access_token, user_tax))
 
 
 def _oauth_error(error: str, description: str) -> Response:

@@ -14,6 +14,10 @@ Modes per call kind: ``timeout`` (process, then answer too late), ``error_5xx`` 
 processed), ``rate_limit`` (429, not processed), ``unknown`` (process, answer 500),
 ``fail_later`` (issue/red only: accepted, later fails with status failed / Nuonuo 22).
 ``count`` limits how many calls the fault hits (then it is removed); ``rate`` is a probability.
+
+Batch calls (``POST /v1/invoices/batch``, ``/v1/invoices/query``) count as one call of their kind
+(``issue``, ``query``) for every mode but ``fail_later``, which is drawn per invoice in the batch
+(``count`` then counts invoices): latency, 5xx, 429, ``timeout`` and ``unknown`` hit the whole call.
 """
 
 from __future__ import annotations
@@ -121,12 +125,18 @@ class FaultDecision:
     timeout_sleep_ms: int
 
 
-def decide(conn: sqlite3.Connection, kind: str, rng: random.Random) -> FaultDecision:
-    """Pick the fault for one call (inside the caller's write transaction: counts decrement)."""
+PER_ITEM_MODES = ("fail_later",)  # drawn per invoice in a batch call, not per call
+
+
+def decide(conn: sqlite3.Connection, kind: str, rng: random.Random, *, batch: bool = False) -> FaultDecision:
+    """Pick the fault for one call (inside the caller's write transaction: counts decrement).
+    For a batch call the per-invoice modes are left to ``draw_per_item``."""
     faults = load(conn)
     latency = faults["latency_ms"].get(kind, faults["latency_ms"].get("default", 0))
     mode = "none"
     spec = faults["calls"].get(kind)
+    if batch and spec and spec["mode"] in PER_ITEM_MODES:
+        spec = None
     if spec and rng.random() < float(spec.get("rate", 1.0)):
         mode = spec["mode"]
         if spec.get("count") is not None:
@@ -137,3 +147,27 @@ def decide(conn: sqlite3.Connection, kind: str, rng: random.Random) -> FaultDeci
     elif faults.get("fail_rate") and rng.random() < float(faults["fail_rate"]):
         mode = "error_5xx"
     return FaultDecision(mode=mode, latency_ms=int(latency), timeout_sleep_ms=int(faults["timeout_sleep_ms"]))
+
+
+def draw_per_item(conn: sqlite3.Connection, kind: str, rng: random.Random, items: int) -> list[str]:
+    """The per-invoice fault mode (``fail_later`` or ``none``) for each of ``items`` invoices of a
+    batch call: each one drawn with the configured rate, ``count`` decrementing per hit."""
+    faults = load(conn)
+    spec = faults["calls"].get(kind)
+    if not spec or spec["mode"] not in PER_ITEM_MODES:
+        return ["none"] * items
+    counted = spec.get("count") is not None
+    modes = []
+    for _ in range(items):
+        if spec is not None and rng.random() < float(spec.get("rate", 1.0)):
+            modes.append(spec["mode"])
+            if counted:
+                spec["count"] -= 1
+                if spec["count"] <= 0:
+                    del faults["calls"][kind]
+                    spec = None
+        else:
+            modes.append("none")
+    if counted and any(mode != "none" for mode in modes):
+        save(conn, faults)
+    return modes

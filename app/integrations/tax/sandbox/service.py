@@ -162,7 +162,63 @@ def canonical_hash(data: Any) -> str:
 # ------------------------------------------------------------------------------ validation rules
 
 
-def parse_issue(payload: Mapping[str, Any]) -> IssueRequest:
+def _malformed(path: str, problem: str) -> ProviderError:
+    return ProviderError("MALFORMED", f"请求数据格式错误: {path}: {problem}")
+
+
+def _check_shape(payload: Any, where: str) -> None:
+    """Structural checks naming the field at fault (``invoices[3].lines[0].tax_code``); the
+    business rules (tax codes, tolerances, ...) are ``validate_blue``'s."""
+
+    def at(name: str) -> str:
+        return f"{where}.{name}" if where else name
+
+    if not isinstance(payload, Mapping):
+        raise _malformed(where or "body", "必须是JSON对象")
+    serial = payload.get("serial_no")
+    if not isinstance(serial, str) or not 1 <= len(serial) <= 64:
+        raise _malformed(at("serial_no"), "必填, 1..64个字符")
+    if payload.get("kind", "normal") not in {kind.value for kind in base.InvoiceKind}:
+        raise _malformed(at("kind"), f"只能为normal或special: {payload.get('kind')!r}")
+    for party in ("buyer", "seller"):
+        value = payload.get(party)
+        if not isinstance(value, Mapping):
+            raise _malformed(at(party), "必须是JSON对象")
+        if not isinstance(value.get("name"), str):
+            raise _malformed(at(f"{party}.name"), "必填字符串")
+    if not payload["seller"].get("tax_id"):
+        raise _malformed(at("seller.tax_id"), "销方税号不能为空")
+    lines = payload.get("lines")
+    if not isinstance(lines, list) or not lines:
+        raise _malformed(at("lines"), "发票明细不能为空")
+    kinds = {kind.value for kind in LineKind}
+    for index, line in enumerate(lines):
+        here = at(f"lines[{index}]")
+        if not isinstance(line, Mapping):
+            raise _malformed(here, "必须是JSON对象")
+        if isinstance(line.get("seq"), bool) or not isinstance(line.get("seq"), int):
+            raise _malformed(f"{here}.seq", "必填整数")
+        if line.get("kind", "normal") not in kinds:
+            raise _malformed(f"{here}.kind", f"只能为normal/discounted/discount: {line.get('kind')!r}")
+        for name in ("name", "tax_code"):
+            if not isinstance(line.get(name), str):
+                raise _malformed(f"{here}.{name}", "必填字符串")
+        for name in ("tax_rate", "amount", "tax", "gross", "quantity", "unit_price"):
+            value = line.get(name)
+            if value in (None, "") and name in ("quantity", "unit_price"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise _malformed(f"{here}.{name}", "必须是十进制数字字符串")
+            try:
+                Decimal(str(value))
+            except ArithmeticError:
+                raise _malformed(f"{here}.{name}", f"不是数字: {value!r}") from None
+
+
+def parse_issue(payload: Any, where: str = "") -> IssueRequest:
+    """A canonical issue payload as an ``IssueRequest``; MALFORMED names the field (prefixed
+    with ``where``, e.g. ``invoices[3]``, inside a batch)."""
+    _check_shape(payload, where)
     try:
         request = IssueRequest(
             serial_no=str(payload["serial_no"]),
@@ -174,15 +230,52 @@ def parse_issue(payload: Mapping[str, Any]) -> IssueRequest:
         )
     except ProviderError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ProviderError("MALFORMED", f"请求数据格式错误: {exc}") from exc
-    if not request.serial_no or len(request.serial_no) > 64:
-        raise ProviderError("MALFORMED", "serial_no must be 1..64 characters")
-    if not request.seller.tax_id:
-        raise ProviderError("MALFORMED", "销方税号不能为空")
-    if not request.lines:
-        raise ProviderError("MALFORMED", "发票明细不能为空")
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        raise _malformed(where or "body", str(exc)) from exc
     return request
+
+
+@dataclass(frozen=True)
+class PreparedIssue:
+    """An issue request parsed, canonicalised and hashed before any transaction starts."""
+
+    request: IssueRequest
+    canonical: dict[str, Any]
+    digest: str
+    payload_json: str
+
+
+def prepare_issue(payload: Any, where: str = "") -> PreparedIssue:
+    request = parse_issue(payload, where)
+    canonical = request.to_dict()
+    return PreparedIssue(request=request, canonical=canonical, digest=canonical_hash(canonical),
+                         payload_json=json.dumps(canonical, ensure_ascii=False))
+
+
+MAX_BATCH = 50  # invoices per batch issue, serials per batch query (Nuonuo's query limit)
+
+
+def parse_issue_batch(data: Any) -> list[PreparedIssue]:
+    """``{"invoices": [...]}`` with 1..50 issue payloads; any malformed item refuses the call."""
+    invoices = data.get("invoices") if isinstance(data, Mapping) else None
+    if not isinstance(invoices, list):
+        raise _malformed("invoices", "必须是数组")
+    if not 1 <= len(invoices) <= MAX_BATCH:
+        raise _malformed("invoices", f"每次1..{MAX_BATCH}张, 收到{len(invoices)}张")
+    return [prepare_issue(item, f"invoices[{index}]") for index, item in enumerate(invoices)]
+
+
+def parse_serial_batch(data: Any) -> list[str]:
+    """``{"serial_nos": [...]}`` with 1..50 serials."""
+    serials = data.get("serial_nos") if isinstance(data, Mapping) else None
+    if not isinstance(serials, list):
+        raise _malformed("serial_nos", "必须是数组")
+    if not 1 <= len(serials) <= MAX_BATCH:
+        raise _malformed("serial_nos", f"每次1..{MAX_BATCH}个, 收到{len(serials)}个")
+    for index, serial in enumerate(serials):
+        if not isinstance(serial, str) or not 1 <= len(serial) <= 64:
+            raise _malformed(f"serial_nos[{index}]", "必须是1..64个字符的字符串")
+    return list(serials)
 
 
 def check_tax_code(code: str, where: str, unknown: tuple[str, ...]) -> None:
@@ -314,16 +407,18 @@ class SandboxService:
     def _faults(self, conn: sqlite3.Connection) -> dict[str, Any]:
         return faults_mod.load(conn)
 
-    def decide_fault(self, kind: str) -> faults_mod.FaultDecision:
+    def decide_fault(self, kind: str, *, batch: bool = False) -> faults_mod.FaultDecision:
+        """The injected fault of one call (for a batch call: of the whole call; per-invoice modes
+        are drawn by ``issue_many``)."""
         with self.store.tx() as conn:
-            decision = faults_mod.decide(conn, kind, self.rng)
+            decision = faults_mod.decide(conn, kind, self.rng, batch=batch)
             if decision.mode != "none":
                 bump(conn, "faults_injected")
                 bump(conn, f"faults_injected.{kind}.{decision.mode}")
             return decision
 
-    def _check_login(self, conn: sqlite3.Connection) -> None:
-        if self._faults(conn)["login_expired"]:
+    def _check_login(self, conn: sqlite3.Connection, faults: dict[str, Any] | None = None) -> None:
+        if (faults or self._faults(conn))["login_expired"]:
             bump(conn, "login_expired_refusals")
             raise ProviderError("LOGIN_EXPIRED", "电子税务局登录已失效, 请开票员完成刷脸认证后重试")
 
@@ -400,52 +495,83 @@ class SandboxService:
 
     # ---------------------------------------------------------------- operations
 
-    def issue(self, payload: Mapping[str, Any], *, fail_later: bool = False) -> tuple[dict[str, Any], bool]:
+    def issue(self, payload: Mapping[str, Any] | PreparedIssue, *,
+              fail_later: bool = False) -> tuple[dict[str, Any], bool]:
         """Accept a blue invoice. Returns (result, duplicate)."""
-        request = parse_issue(payload)
-        canonical = request.to_dict()
-        digest = canonical_hash(canonical)
+        prepared = payload if isinstance(payload, PreparedIssue) else prepare_issue(payload)
         with self.store.tx() as conn:
-            self._check_login(conn)
-            existing = self._get(conn, request.serial_no)
-            if existing is not None:
-                if existing["payload_hash"] == digest and existing["color"] == "blue":
-                    bump(conn, "duplicates_refused")
-                    return self.row_to_result(self._settle(conn, existing)), True
-                bump(conn, "conflicts")
-                raise ProviderError("DUPLICATE_SERIAL", f"订单编号或流水号不能重复: {request.serial_no}")
-            try:
-                validate_blue(request, self.config)
-            except ProviderError:
-                bump(conn, "rejected")
-                raise
-            now = self.now()
-            month = self.month_of(now)
-            gross_fen = to_fen(request.total)
-            limit = self.credit_limit_fen(conn)
-            used = self._used_fen(conn, month)
-            if used + gross_fen > limit:
-                bump(conn, "rejected")
-                raise ProviderError("CREDIT_EXCEEDED",
-                                    f"本月授信额度不足: 剩余{from_fen(limit - used)}, 本次{request.total}")
-            self._add_used(conn, month, gross_fen)
-            delay = self._faults(conn)["issue_delay_ms"] / 1000
-            conn.execute(
-                "INSERT INTO invoices (serial_no, provider_serial, color, kind, payload_hash, payload,"
-                " seller_tax_id, buyer_name, buyer_tax_id, buyer_enterprise, status, accepted_at, ready_at,"
-                " amount_fen, tax_fen, gross_fen, credit_month, fail_code, fail_reason)"
-                " VALUES (?, ?, 'blue', ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (request.serial_no, self._provider_serial(conn, now), request.kind.value, digest,
-                 json.dumps(canonical, ensure_ascii=False), request.seller.tax_id, request.buyer.name,
-                 request.buyer.tax_id,
-                 int(request.buyer.is_enterprise or request.kind == base.InvoiceKind.SPECIAL),
-                 now, now + delay, to_fen(request.total_amount), to_fen(request.total_tax), gross_fen, month,
-                 "ISSUE_FAILED" if fail_later else None,
-                 "税局开具失败(沙箱注入)" if fail_later else None),
-            )
-            bump(conn, "accepted")
-            # Always answer "accepted, pending" like real providers; the first query settles it.
-            return self.row_to_result(self._get(conn, request.serial_no)), False
+            faults = self._faults(conn)
+            self._check_login(conn, faults)
+            return self._issue_one(conn, prepared, fail_later=fail_later,
+                                   delay_s=faults["issue_delay_ms"] / 1000)
+
+    def issue_many(self, items: list[PreparedIssue]) -> list[tuple[dict[str, Any], bool] | ProviderError]:
+        """Accept several blue invoices in one transaction; one answer per item, in order:
+        (result, duplicate) or the item's refusal. An expired login refuses the whole call
+        (raises). Each item is handled exactly like ``issue`` (so a serial repeated inside the
+        batch is a duplicate, or DUPLICATE_SERIAL for different data); ``fail_later`` is drawn
+        per item."""
+        with self.store.tx() as conn:
+            faults = self._faults(conn)
+            self._check_login(conn, faults)
+            modes = faults_mod.draw_per_item(conn, "issue", self.rng, len(items))
+            for mode in modes:
+                if mode != "none":
+                    bump(conn, "faults_injected")
+                    bump(conn, f"faults_injected.issue.{mode}")
+            delay_s = faults["issue_delay_ms"] / 1000
+            answers: list[tuple[dict[str, Any], bool] | ProviderError] = []
+            for item, mode in zip(items, modes, strict=True):
+                try:
+                    # Refusals are raised before any data write (only their counters), so the
+                    # batch needs no savepoint per item.
+                    answers.append(self._issue_one(conn, item, fail_later=mode == "fail_later", delay_s=delay_s))
+                except ProviderError as exc:
+                    answers.append(exc)
+            bump(conn, "batch_calls.issue")
+            bump(conn, "batch_items.issue", len(items))
+            return answers
+
+    def _issue_one(self, conn: sqlite3.Connection, prepared: PreparedIssue, *, fail_later: bool,
+                   delay_s: float) -> tuple[dict[str, Any], bool]:
+        request, digest = prepared.request, prepared.digest
+        existing = self._get(conn, request.serial_no)
+        if existing is not None:
+            if existing["payload_hash"] == digest and existing["color"] == "blue":
+                bump(conn, "duplicates_refused")
+                return self.row_to_result(self._settle(conn, existing)), True
+            bump(conn, "conflicts")
+            raise ProviderError("DUPLICATE_SERIAL", f"订单编号或流水号不能重复: {request.serial_no}")
+        try:
+            validate_blue(request, self.config)
+        except ProviderError:
+            bump(conn, "rejected")
+            raise
+        now = self.now()
+        month = self.month_of(now)
+        gross_fen = to_fen(request.total)
+        limit = self.credit_limit_fen(conn)
+        used = self._used_fen(conn, month)
+        if used + gross_fen > limit:
+            bump(conn, "rejected")
+            raise ProviderError("CREDIT_EXCEEDED",
+                                f"本月授信额度不足: 剩余{from_fen(limit - used)}, 本次{request.total}")
+        self._add_used(conn, month, gross_fen)
+        conn.execute(
+            "INSERT INTO invoices (serial_no, provider_serial, color, kind, payload_hash, payload,"
+            " seller_tax_id, buyer_name, buyer_tax_id, buyer_enterprise, status, accepted_at, ready_at,"
+            " amount_fen, tax_fen, gross_fen, credit_month, fail_code, fail_reason)"
+            " VALUES (?, ?, 'blue', ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (request.serial_no, self._provider_serial(conn, now), request.kind.value, digest,
+             prepared.payload_json, request.seller.tax_id, request.buyer.name, request.buyer.tax_id,
+             int(request.buyer.is_enterprise or request.kind == base.InvoiceKind.SPECIAL),
+             now, now + delay_s, to_fen(request.total_amount), to_fen(request.total_tax), gross_fen, month,
+             "ISSUE_FAILED" if fail_later else None,
+             "税局开具失败(沙箱注入)" if fail_later else None),
+        )
+        bump(conn, "accepted")
+        # Always answer "accepted, pending" like real providers; the first query settles it.
+        return self.row_to_result(self._get(conn, request.serial_no)), False
 
     def query(self, serial_no: str) -> dict[str, Any]:
         with self.store.read() as conn:
@@ -456,6 +582,21 @@ class SandboxService:
             with self.store.tx() as conn:
                 row = self._settle(conn, self._get(conn, serial_no))
         return self.row_to_result(row)
+
+    def query_many(self, serial_nos: list[str]) -> list[dict[str, Any] | ProviderError]:
+        """Results by serial in one transaction (settling the rows whose delay passed); an
+        unknown serial answers NOT_FOUND in its place."""
+        with self.store.tx() as conn:
+            answers: list[dict[str, Any] | ProviderError] = []
+            for serial_no in serial_nos:
+                row = self._get(conn, serial_no)
+                if row is None:
+                    answers.append(ProviderError("NOT_FOUND", f"流水号不存在: {serial_no}"))
+                else:
+                    answers.append(self.row_to_result(self._settle(conn, row)))
+            bump(conn, "batch_calls.query")
+            bump(conn, "batch_items.query", len(serial_nos))
+            return answers
 
     def find_by_provider_serial(self, provider_serial: str) -> str | None:
         with self.store.read() as conn:
