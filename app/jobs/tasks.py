@@ -23,11 +23,20 @@ def tick() -> dict[str, Any]:
     return pipeline.tick().counts
 
 
-def seal_ledger() -> int:
+def seal_ledger(budget_seconds: float = 30.0) -> int:
+    """Seal in chunks until the backlog is gone (or the time budget is spent): at full load
+    events arrive faster than one chunk per scheduler interval."""
+    import time
+
     from app import db, ledger
 
-    with db.transaction() as session:
-        return ledger.seal(session)
+    sealed, deadline = 0, time.monotonic() + budget_seconds
+    while True:
+        with db.transaction() as session:
+            n = ledger.seal(session)
+        sealed += n
+        if n == 0 or time.monotonic() > deadline:
+            return sealed
 
 
 def refresh_credit() -> bool:
