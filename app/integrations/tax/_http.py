@@ -6,12 +6,14 @@ outcome is unknown; otherwise the call can simply be retried.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from app.integrations.tax.base import OutcomeUnknown, TransientGatewayError
+from app.integrations.tax.base import OutcomeUnknown, TaxGatewayError, TransientGatewayError
+
+E = TypeVar("E", bound=TaxGatewayError)
 
 
 def send(session: requests.Session, method: str, url: str, *, data: bytes | None, headers: dict[str, str],
@@ -76,3 +78,15 @@ def json_or_none(response: requests.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+def per_item(exc: E, serial_no: str) -> E:
+    """A whole batch call's failure as the answer for one of its items: a copy of the same class
+    and fields (``OutcomeUnknown`` names that item's serial), so no two items share one object."""
+    clone = type(exc).__new__(type(exc))
+    clone.__dict__.update(exc.__dict__)
+    clone.args = exc.args
+    clone.__cause__ = exc.__cause__
+    if isinstance(clone, OutcomeUnknown):
+        clone.serial_no = serial_no
+    return clone

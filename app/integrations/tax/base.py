@@ -439,7 +439,11 @@ class IssueResult:
 
 class TaxGateway(abc.ABC):
     """What a tax-service provider offers us. Implementations must be safe to call from several
-    threads; they keep no per-invoice state (the caller persists serials)."""
+    threads; they keep no per-invoice state (the caller persists serials).
+
+    Batching: ``issue_many`` / ``query_many`` accept any number of items and split them into
+    provider calls of ``batch_size`` invoices / ``query_batch_size`` serials (1 = no batch call
+    for that operation; the two differ where a provider batches only queries, like Nuonuo)."""
 
     name: str = "abstract"
 
@@ -451,8 +455,13 @@ class TaxGateway(abc.ABC):
     def query(self, serial_no: str) -> IssueResult:
         """Outcome of an issue or red request by our serial. Raises ``NotFound`` if unknown."""
 
-    #: How many items one batch call carries (1: the provider has no batch call).
+    #: How many invoices one ``issue_many`` call to the provider carries (1: the provider has no
+    #: batch issue; ``issue_many`` sends one call per invoice).
     batch_size: int = 1
+    #: How many serials one ``query_many`` call to the provider carries (1: one query per serial).
+    #: Separate from ``batch_size`` because a provider may batch one and not the other: Nuonuo
+    #: has no batch issue (``batch_size`` 1) but queryInvoiceResult takes 50 orderNos.
+    query_batch_size: int = 1
 
     def issue_many(self, requests: Sequence[IssueRequest]) -> list[Accepted | TaxGatewayError]:
         """Submit several blue invoices; one answer per request, in order: ``Accepted`` or the

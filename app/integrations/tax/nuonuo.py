@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -47,6 +47,7 @@ from app.integrations.tax.base import (
     RedLine,
     RedRequest,
     TaxGateway,
+    TaxGatewayError,
     TransientGatewayError,
     dec_str,
 )
@@ -101,6 +102,9 @@ class _TokenRejected(Exception):
 
 class NuonuoGateway(TaxGateway):
     name = "nuonuo"
+    # No batch issue on Nuonuo (batch_size stays 1: issue_many sends one call per invoice), but
+    # queryInvoiceResult takes up to 50 orderNos: query_many uses that.
+    query_batch_size = nn.MAX_QUERY
 
     def __init__(self, *, app_key: str, app_secret: str, user_tax: str,
                  services_url: str = "https://sdk.nuonuo.com/open/v1/services",
@@ -313,6 +317,36 @@ class NuonuoGateway(TaxGateway):
         if item is None:
             raise NotFound("NOT_FOUND", f"Nuonuo has no request with orderNo {order_no_for(serial_no)}")
         return self.result_from_item(serial_no, item)
+
+    def query_many(self, serial_nos: Sequence[str]) -> list[IssueResult | TaxGatewayError]:
+        """queryInvoiceResult with up to 50 orderNos per call; items are matched back by orderNo
+        (the array comes in no promised order and leaves unknown orders out: NotFound)."""
+        answers: list[IssueResult | TaxGatewayError] = []
+        for start in range(0, len(serial_nos), self.query_batch_size):
+            chunk = list(serial_nos[start:start + self.query_batch_size])
+            order_nos = [order_no_for(serial) for serial in chunk]
+            try:
+                result = self._call(nn.M_QUERY, {"orderNos": list(dict.fromkeys(order_nos)),
+                                                 "isOfferInvoiceDetail": "0"})
+                if not isinstance(result, list):
+                    raise TransientGatewayError("queryInvoiceResult answered no array", code="BAD_ANSWER")
+            except TaxGatewayError as exc:
+                answers.extend(_http.per_item(exc, serial) for serial in chunk)
+                continue
+            by_order: dict[str, dict[str, Any]] = {}
+            for item in result:
+                if isinstance(item, dict) and item.get("orderNo") is not None:
+                    by_order.setdefault(str(item["orderNo"]), item)
+            for serial, order_no in zip(chunk, order_nos, strict=True):
+                item = by_order.get(order_no)
+                if item is None:
+                    answers.append(NotFound("NOT_FOUND", f"Nuonuo has no request with orderNo {order_no}"))
+                    continue
+                try:
+                    answers.append(self.result_from_item(serial, item))
+                except TaxGatewayError as exc:
+                    answers.append(exc)
+        return answers
 
     @staticmethod
     def result_from_item(serial_no: str, item: dict[str, Any]) -> IssueResult:

@@ -1,10 +1,18 @@
-"""``SandboxGateway``: the TaxGateway over the sandbox's native wire (see sandbox/app.py)."""
+"""``SandboxGateway``: the TaxGateway over the sandbox's native wire (see sandbox/app.py).
+
+``issue_many`` / ``query_many`` use the wire's batch calls (``POST /v1/invoices/batch``,
+``POST /v1/invoices/query``), 50 items per call. An item the provider refused maps to the
+exception a single call would raise; a failure of the whole call maps like a single call's
+failure, given to every item of that call (an issue batch that may have been processed is
+``OutcomeUnknown`` for each of its serials, to be queried, never resent blind).
+"""
 
 from __future__ import annotations
 
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -17,6 +25,7 @@ from app.integrations.tax.base import (
     AuthExpired,
     ConfirmStatus,
     CreditExhausted,
+    GatewayPaused,
     IdempotencyConflict,
     IssueRequest,
     IssueResult,
@@ -28,15 +37,19 @@ from app.integrations.tax.base import (
     RedConfirmRequest,
     RedRequest,
     TaxGateway,
+    TaxGatewayError,
     TransientGatewayError,
     red_lines_to_list,
 )
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+BATCH_SIZE = 50  # the sandbox's limit per batch call
 
 
 class SandboxGateway(TaxGateway):
     name = "sandbox"
+    batch_size = BATCH_SIZE
+    query_batch_size = BATCH_SIZE
 
     def __init__(self, base_url: str, app_key: str, app_secret: str, *, connect_timeout: float = 3.0,
                  read_timeout: float = 10.0, session: requests.Session | None = None) -> None:
@@ -83,15 +96,21 @@ class SandboxGateway(TaxGateway):
             if writes:
                 raise OutcomeUnknown(f"{status} {message}", serial_no=serial_no or "", code=code)
             raise TransientGatewayError(f"{status} {message}", code=code)
-        if code == "LOGIN_EXPIRED":
-            raise AuthExpired(message, code=code)
-        if code == "NOT_FOUND":
-            raise NotFound(code, message)
-        if code == "DUPLICATE_SERIAL":
-            raise IdempotencyConflict(code, message)
-        if code == "CREDIT_EXCEEDED":
-            raise CreditExhausted(code, message)
-        raise PermanentGatewayError(code, message)
+        raise _coded_error(code, message)
+
+    @staticmethod
+    def _item_error(error: Any, *, writes: bool, serial_no: str) -> TaxGatewayError:
+        """The exception for one refused item of a batch answer (what the single call raises)."""
+        error = error if isinstance(error, dict) else {}
+        code = str(error.get("code") or "UNKNOWN")
+        message = str(error.get("message") or "")
+        if code == "RATE_LIMITED":
+            return TransientGatewayError(message, code=code)
+        if code == "INTERNAL":
+            if writes:
+                return OutcomeUnknown(message, serial_no=serial_no, code=code)
+            return TransientGatewayError(message, code=code)
+        return _coded_error(code, message)
 
     # ------------------------------------------------------------------ operations
 
@@ -102,6 +121,65 @@ class SandboxGateway(TaxGateway):
 
     def query(self, serial_no: str) -> IssueResult:
         return self._result(self._call("GET", f"/v1/invoices/{_segment(serial_no)}"))
+
+    def issue_many(self, requests: Sequence[IssueRequest]) -> list[Accepted | TaxGatewayError]:
+        answers: list[Accepted | TaxGatewayError] = []
+        paused: GatewayPaused | None = None
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start:start + self.batch_size]
+            if paused is not None:  # issuing stopped: send nothing more
+                answers.extend(paused for _ in chunk)
+                continue
+            chunk_answers = self._issue_chunk(chunk)
+            answers.extend(chunk_answers)
+            paused = next((a for a in chunk_answers if isinstance(a, GatewayPaused)), None)
+        return answers
+
+    def _issue_chunk(self, chunk: Sequence[IssueRequest]) -> list[Accepted | TaxGatewayError]:
+        serials = [request.serial_no for request in chunk]
+        try:
+            data = self._call("POST", "/v1/invoices/batch", {"invoices": [r.to_dict() for r in chunk]},
+                              writes=True, serial_no=serials[0])
+            results = _results(data, serials)
+        except TaxGatewayError as exc:
+            return [_http.per_item(exc, serial) for serial in serials]
+        except _ProtocolError as exc:
+            # We cannot tell which items the provider processed: query them.
+            return [OutcomeUnknown(str(exc), serial_no=serial, code="BAD_BATCH_ANSWER") for serial in serials]
+        answers: list[Accepted | TaxGatewayError] = []
+        for serial, item in zip(serials, results, strict=True):
+            if "status" not in item:  # refused (a result carries a status)
+                answers.append(self._item_error(item.get("error"), writes=True, serial_no=serial))
+            elif not item.get("provider_serial"):
+                answers.append(OutcomeUnknown(f"batch answer for {serial} has no provider serial",
+                                              serial_no=serial, code="BAD_BATCH_ANSWER"))
+            else:
+                answers.append(Accepted(serial_no=serial, provider_serial=str(item["provider_serial"]),
+                                        duplicate=bool(item.get("duplicate"))))
+        return answers
+
+    def query_many(self, serial_nos: Sequence[str]) -> list[IssueResult | TaxGatewayError]:
+        answers: list[IssueResult | TaxGatewayError] = []
+        for start in range(0, len(serial_nos), self.query_batch_size):
+            serials = list(serial_nos[start:start + self.query_batch_size])
+            try:
+                results = _results(self._call("POST", "/v1/invoices/query", {"serial_nos": serials}), serials)
+            except TaxGatewayError as exc:
+                answers.extend(_http.per_item(exc, serial) for serial in serials)
+                continue
+            except _ProtocolError as exc:
+                answers.extend(TransientGatewayError(str(exc), code="BAD_BATCH_ANSWER") for _ in serials)
+                continue
+            for serial, item in zip(serials, results, strict=True):
+                if "status" not in item:  # refused; a failed invoice's result has an error *and* a status
+                    answers.append(self._item_error(item.get("error"), writes=False, serial_no=serial))
+                    continue
+                try:
+                    answers.append(self._result(item))
+                except (KeyError, TypeError, ValueError, ArithmeticError):
+                    answers.append(TransientGatewayError(f"unreadable batch answer for {serial}",
+                                                         code="BAD_BATCH_ANSWER"))
+        return answers
 
     @staticmethod
     def _result(data: dict[str, Any]) -> IssueResult:
@@ -147,6 +225,34 @@ class SandboxGateway(TaxGateway):
 
     def remaining_credit(self) -> Decimal:
         return Decimal(self._call("GET", "/v1/credit")["remaining"])
+
+
+def _coded_error(code: str, message: str) -> TaxGatewayError:
+    """A provider refusal by its code (single calls and batch items alike)."""
+    if code == "LOGIN_EXPIRED":
+        return AuthExpired(message, code=code)
+    if code == "NOT_FOUND":
+        return NotFound(code, message)
+    if code == "DUPLICATE_SERIAL":
+        return IdempotencyConflict(code, message)
+    if code == "CREDIT_EXCEEDED":
+        return CreditExhausted(code, message)
+    return PermanentGatewayError(code, message)
+
+
+class _ProtocolError(Exception):
+    """A batch answer that does not match the request (count or serials)."""
+
+
+def _results(data: dict[str, Any], serials: list[str]) -> list[dict[str, Any]]:
+    results = data.get("results")
+    if not isinstance(results, list) or len(results) != len(serials):
+        raise _ProtocolError(f"batch answer has {len(results) if isinstance(results, list) else 'no'} results"
+                             f" for {len(serials)} items")
+    for index, (serial, item) in enumerate(zip(serials, results, strict=True)):
+        if not isinstance(item, dict) or item.get("serial_no") != serial:
+            raise _ProtocolError(f"batch answer item {index} is not for serial {serial!r}")
+    return results
 
 
 def _confirm(data: dict[str, Any]) -> RedConfirm:
