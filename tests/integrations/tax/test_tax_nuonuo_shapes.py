@@ -61,7 +61,7 @@ def test_issue_request_shape_and_signature(start_sandbox) -> None:
     for detail in details:
         assert {"taxExcludedAmount", "tax", "taxIncludedAmount", "taxRate", "goodsCode", "withTaxFlag"} <= set(detail)
         assert all(isinstance(v, str) for v in detail.values())  # decimals as strings, never floats
-    assert details[0]["price"] == "87.61000000" and details[0]["num"] == "2"
+    assert details[0]["price"] == "87.61" and details[0]["num"] == "2"  # canonical: normalized decimals
     assert "price" not in details[1] and "num" not in details[1]
     assert details[1]["taxIncludedAmount"] == "-15.35"
     assert headers["accessToken"] not in repr(gateway)

@@ -53,7 +53,7 @@ def test_from_draft_invoice_keeps_decimals() -> None:
     assert request.total == Decimal("247.90")
     assert all(isinstance(line.amount, Decimal) for line in request.lines)
     body = request.to_dict()
-    assert body["lines"][0]["amount"] == "175.22" and body["lines"][0]["unit_price"] == "87.61000000"
+    assert body["lines"][0]["amount"] == "175.22" and body["lines"][0]["unit_price"] == "87.61"  # normalized
     assert request.buyer.is_enterprise is False
 
 
