@@ -7,6 +7,7 @@ import json
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from app.integrations.tax.base import (
     TransientGatewayError,
 )
 from app.integrations.tax.nuonuo import NuonuoGateway, order_no_for
+from app.integrations.tax.sandbox import start_sandbox_subprocess
 from app.integrations.tax.sandbox_gateway import SandboxGateway
 from app.integrations.tax.signing import H_APP_KEY, H_NONCE, H_SIGNATURE, H_TIMESTAMP, dump_body, native_sign
 
@@ -358,3 +360,29 @@ def test_nuonuo_issue_many_is_the_default_loop(start_sandbox) -> None:
     answers = gateway.issue_many([issue_request("nl-1"), issue_request("nl-2")])
     assert all(isinstance(a, AuthExpired) for a in answers)
     assert box.counters()["login_expired_refusals"] == 1  # paused after the first: nothing more sent
+
+
+def test_overlapping_batches_from_two_processes_issue_each_serial_once(tmp_path) -> None:
+    db = tmp_path / "shared.sqlite3"
+    args = ["--app-key", APP_KEY, "--app-secret", APP_SECRET]
+    processes = [start_sandbox_subprocess(db, extra_args=args) for _ in range(2)]
+    try:
+        gateways = [SandboxGateway(p.base_url, APP_KEY, APP_SECRET) for p in processes]
+        # 8 batches of 30, each overlapping the next by 15: 135 distinct serials, 105 repeats.
+        batches = [[f"ov-{i}" for i in range(start, start + 30)] for start in range(0, 120, 15)]
+
+        def send(index: int) -> list[Accepted | TaxGatewayError]:
+            return gateways[index % 2].issue_many([issue_request(s) for s in batches[index]])
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = [a for batch in pool.map(send, range(len(batches))) for a in batch]
+        assert all(isinstance(a, Accepted) for a in answers)
+        assert sum(not a.duplicate for a in answers) == 135
+        serials = sorted({s for batch in batches for s in batch})
+        assert len(set(issued_numbers(gateways[1].query_many(serials)))) == 135
+        state = requests.get(f"{processes[0].base_url}/admin/state", timeout=5).json()
+        assert state["invoices"] == {"blue.issued": 135}
+        assert state["counters"]["duplicates_refused"] == 105
+    finally:
+        for process in processes:
+            process.stop()

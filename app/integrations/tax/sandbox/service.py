@@ -395,6 +395,8 @@ class SandboxService:
             faults_mod.save(conn, defaults)
             if kv_get(conn, "credit_limit_fen") is None:
                 kv_set(conn, "credit_limit_fen", str(to_fen(config.credit_limit)))
+        # The constructing thread usually serves no requests: do not keep its connection open.
+        self.store.close()
 
     # ------------------------------------------------------------------ helpers
 
