@@ -455,13 +455,14 @@ def _send(claimed: list[_Claim]) -> Outcome:
                     stop = ("credit", f"monthly credit (授信额度) exhausted: {answer}")
                 elif kind == "transient":
                     # One failed call answers for every item it carried: count calls, not items.
-                    if answer is not last_error:
+                    call_error = getattr(answer, "call_error", answer)
+                    if call_error is not last_error:
                         streak += 1
+                    last_error = call_error
                     if streak >= OUTAGE_THRESHOLD and stop is None:
                         stop = ("outage", f"{streak} consecutive transient failures: {answer}")
                 elif kind == "accepted":
-                    streak = 0
-                last_error = answer
+                    streak, last_error = 0, None
                 answers[claim.invoice_id] = (kind, answer)
     # Ask right away for what was accepted: a fast provider has settled it already.
     results: dict[int, Any] = {}

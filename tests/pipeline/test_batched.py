@@ -116,3 +116,16 @@ def _fresh_parts(session, request_id: int) -> list[dict]:
 def _event_count(request_id: int) -> int:
     with db.transaction() as session:
         return session.query(InvoiceEvent).filter(InvoiceEvent.request_id == request_id).count()
+
+
+def test_one_rate_limited_batch_call_is_one_failure_not_an_outage(shop, sandbox):
+    ids = [_ingest(f"B6{n}") for n in range(8)]  # more than OUTAGE_THRESHOLD invoices, one call
+    pipeline.decide_requests(ids, issue_now=False)
+    with db.transaction() as session:
+        invoice_ids = list(session.scalars(select(Invoice.id).where(Invoice.request_id.in_(ids))))
+    sandbox.faults(calls={"issue": {"mode": "rate_limit", "count": 1}})
+    outcome = pipeline.issue_invoices(invoice_ids)
+    assert outcome.counts == {"retry": 8}
+    with db.transaction() as session:
+        assert pipeline.pause_status(session) is None
+        assert {i.status for i in session.scalars(select(Invoice))} == {"ready"}
