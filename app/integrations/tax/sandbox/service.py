@@ -196,7 +196,8 @@ def _check_shape(payload: Any, where: str) -> None:
         here = at(f"lines[{index}]")
         if not isinstance(line, Mapping):
             raise _malformed(here, "必须是JSON对象")
-        if isinstance(line.get("seq"), bool) or not isinstance(line.get("seq"), int):
+        seq = line.get("seq")
+        if isinstance(seq, bool) or not (isinstance(seq, int) or (isinstance(seq, str) and seq.isdigit())):
             raise _malformed(f"{here}.seq", "必填整数")
         if line.get("kind", "normal") not in kinds:
             raise _malformed(f"{here}.kind", f"只能为normal/discounted/discount: {line.get('kind')!r}")
