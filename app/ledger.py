@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.models.event_log import InvoiceEvent
@@ -80,7 +80,9 @@ def flush_buffered(session: Session) -> int:
     return len(rows)
 
 
-def _canonical(event: InvoiceEvent) -> bytes:
+def _canonical(event: Any, chain_seq: int | None = None) -> bytes:
+    """``event``: an InvoiceEvent or a row with the same attributes; ``chain_seq`` overrides
+    the event's own (a row being sealed has none yet)."""
     occurred: datetime = event.occurred_at
     payload = {
         "id": event.id,
@@ -93,13 +95,13 @@ def _canonical(event: InvoiceEvent) -> bytes:
         "to_state": event.to_state,
         "actor": event.actor,
         "data": event.data,
-        "chain_seq": event.chain_seq,
+        "chain_seq": event.chain_seq if chain_seq is None else chain_seq,
     }
     return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode()
 
 
-def event_hash(prev_hash: str, event: InvoiceEvent) -> str:
-    return hashlib.sha256(prev_hash.encode() + _canonical(event)).hexdigest()
+def event_hash(prev_hash: str, event: Any, chain_seq: int | None = None) -> str:
+    return hashlib.sha256(prev_hash.encode() + _canonical(event, chain_seq)).hexdigest()
 
 
 def _lock_chain(session: Session) -> None:
@@ -119,16 +121,24 @@ def seal(session: Session, limit: int = 5000) -> int:
         .limit(1)
     ).first()
     seq, prev = (head[0], head[1]) if head else (0, GENESIS)
-    pending = session.scalars(
-        select(InvoiceEvent).where(InvoiceEvent.hash.is_(None)).order_by(InvoiceEvent.id).limit(limit)
-    ).all()
-    for event in pending:
-        seq += 1
-        event.chain_seq = seq
-        event.prev_hash = prev
-        event.hash = event_hash(prev, event)
-        prev = event.hash
+    # Plain rows and one executemany UPDATE: sealing keeps pace with ~10 events per invoice
+    # at full load (ORM objects cost several times more per event).
+    table = InvoiceEvent.__table__
+    columns = [table.c[name] for name in ("id", "occurred_at", "order_pk", "request_id", "invoice_id", "kind",
+                                          "from_state", "to_state", "actor", "data")]
     session.flush()
+    pending = session.execute(select(*columns).where(table.c.hash.is_(None)).order_by(table.c.id).limit(limit)).all()
+    updates = []
+    for row in pending:
+        seq += 1
+        digest = event_hash(prev, row, chain_seq=seq)
+        updates.append({"b_id": row.id, "b_seq": seq, "b_prev": prev, "b_hash": digest})
+        prev = digest
+    if updates:
+        session.connection().execute(
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values(chain_seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash")),
+            updates)
     return len(pending)
 
 
