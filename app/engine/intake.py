@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import ledger
 from app.engine.contract import parse_order
@@ -28,6 +32,8 @@ from app.errors import Problem, ValidationFailed
 from app.jobs import outbox
 from app.models import InvoiceRequest, Order, OrderLine, Refund, Shop
 from app.types import utcnow
+
+log = logging.getLogger(__name__)
 
 STATUS_RANK = {"created": 0, "paid": 1, "shipped": 2, "received": 3, "completed": 4, "cancelled": 5, "closed": 5}
 REDECIDE_FROM = ("received", "waiting", "held", "skipped", "failed")
@@ -67,32 +73,108 @@ def source_version(doc: dict[str, Any]) -> str:
 
 
 def ingest(session: Session, docs: Iterable[Any], *, source: str = "api", actor: str = "system") -> IntakeResult:
-    """Validate and upsert ``docs``; the caller commits. Each order is its own savepoint,
-    so one bad row never takes the others down."""
+    """Validate and upsert ``docs``; the caller commits.
+
+    Every document is validated first (bad ones are rejected one by one); the valid ones are
+    then stored together in one savepoint: one lookup of the existing orders and of their
+    latest requests, one flush for the orders, lines and requests, one for the events and
+    outbox rows. If that fails at the database (e.g. another process inserted one of the
+    orders meanwhile), the savepoint is rolled back and the batch is redone one savepoint
+    per order, so one bad row never takes the others down. A key twice in one batch behaves
+    as if the documents had come one after the other.
+    """
     result = IntakeResult()
     shops: dict[tuple[str, str], Shop | None] = {}
+    items: list[_Item] = []
     for index, doc in enumerate(docs):
         key = _key(doc)
         try:
-            parse_order(doc)  # contract + semantic checks; raises ValidationFailed
-            shop_key = (doc["platform"], doc["shop_id"])
-            if shop_key not in shops:
-                shops[shop_key] = session.scalar(select(Shop).where(Shop.platform == shop_key[0],
-                                                                    Shop.shop_code == shop_key[1]))
-            shop = shops[shop_key]
-            if shop is None or not shop.active:
-                raise ValidationFailed(Problem("shop_id", "unknown_shop",
-                                               f"{doc['platform']} shop {doc['shop_id']!r} is not configured in Kaipiao"))
-            with session.begin_nested():
-                outcome, order, request = _upsert(session, shop, doc, source=source, actor=actor)
-            result.accepted.append({"index": index, "key": key, "outcome": outcome, "order_pk": order.id,
-                                    "request_id": request.id if request else None})
+            items.append(_check(session, shops, index, key, doc))
         except ValidationFailed as exc:
             result.rejected.append({"index": index, "key": key, "errors": [p.as_dict() for p in exc.problems]})
         except SQLAlchemyError as exc:
-            result.rejected.append({"index": index, "key": key, "errors": [
-                {"path": "", "code": "storage_error", "message": f"could not store the order: {exc.__class__.__name__}"}]})
+            result.rejected.append(_storage_error(index, key, exc))
+    if not items:
+        return result
+    try:
+        with session.begin_nested():
+            result.accepted = _upsert_batch(session, items, source=source, actor=actor)
+    except SQLAlchemyError as exc:
+        log.warning("intake: a batch of %d orders failed at the database (%s: %s); storing them one by one",
+                    len(items), exc.__class__.__name__, getattr(exc, "orig", None) or "")
+        for item in items:
+            try:
+                with session.begin_nested():
+                    result.accepted += _upsert_batch(session, [item], source=source, actor=actor)
+            except SQLAlchemyError as one:
+                result.rejected.append(_storage_error(item.index, item.key, one))
+        result.rejected.sort(key=lambda r: r["index"])
     return result
+
+
+@dataclass(slots=True)
+class _Item:
+    """A document that passed validation, with what its upsert needs."""
+
+    index: int
+    key: str
+    doc: dict[str, Any]
+    shop: Shop
+    digest: str
+    version: str
+
+    @property
+    def natural_key(self) -> tuple[str, str, str]:
+        return self.doc["platform"], self.doc["shop_id"], self.doc["order_id"]
+
+
+def _check(session: Session, shops: dict[tuple[str, str], Shop | None], index: int, key: str | None,
+           doc: Any) -> _Item:
+    parse_order(doc)  # contract + semantic checks; raises ValidationFailed
+    shop_key = (doc["platform"], doc["shop_id"])
+    if shop_key not in shops:
+        shops[shop_key] = session.scalar(select(Shop).where(Shop.platform == shop_key[0],
+                                                            Shop.shop_code == shop_key[1]))
+    shop = shops[shop_key]
+    if shop is None or not shop.active:
+        raise ValidationFailed(Problem("shop_id", "unknown_shop",
+                                       f"{doc['platform']} shop {doc['shop_id']!r} is not configured in Kaipiao"))
+    _check_times(doc)
+    return _Item(index, key or "", doc, shop, document_hash(doc), source_version(doc))
+
+
+def _check_times(doc: dict[str, Any]) -> None:
+    """Every time intake converts must convert: the schema checks the format, not that the
+    instant fits in UTC (0001-01-01T00:00:00+08:00 is year 0 there) nor that ``_utc`` reads
+    it (a lower-case z), nor ``extensions.source_updated_at``, which it does not know. Such
+    an order is rejected here; it used to raise out of ``ingest`` and fail the whole call."""
+    explicit = (doc.get("extensions") or {}).get("source_updated_at")
+    if explicit:
+        try:
+            _utc(explicit)
+        except (ValueError, TypeError, AttributeError, OverflowError):
+            raise ValidationFailed(Problem(
+                "extensions.source_updated_at", "invalid",
+                "not an ISO 8601 date-time with offset (e.g. 2026-11-11T00:01:02+08:00)")) from None
+    fields = [(f, doc.get(f)) for f in TIME_FIELDS]
+    fields.append(("invoice_request.requested_at", (doc.get("invoice_request") or {}).get("requested_at")))
+    fields += [(f"refunds[{i}].created_at", r.get("created_at")) for i, r in enumerate(doc.get("refunds") or [])]
+    for path, value in fields:
+        try:
+            _utc(value)
+        except OverflowError:
+            raise ValidationFailed(Problem(path, "invalid", "date-time out of range")) from None
+        except ValueError:
+            # e.g. a lower-case "z": the contract's pattern allows it, the time parsers here
+            # and in the rules (app/rules/facts.py) do not
+            raise ValidationFailed(Problem(path, "invalid", "write the UTC offset as Z or +00:00")) from None
+
+
+def _storage_error(index: int, key: str | None, exc: SQLAlchemyError) -> dict[str, Any]:
+    message = f"could not store the order: {exc.__class__.__name__}"
+    if isinstance(exc, IntegrityError):
+        message += " (it conflicts with data stored at the same time, e.g. the same order from another sync; send it again)"
+    return {"index": index, "key": key, "errors": [{"path": "", "code": "storage_error", "message": message}]}
 
 
 def _key(doc: Any) -> str | None:
@@ -101,45 +183,136 @@ def _key(doc: Any) -> str | None:
     return None
 
 
-def _upsert(session: Session, shop: Shop, doc: dict[str, Any], *, source: str,
-            actor: str) -> tuple[str, Order, InvoiceRequest | None]:
-    digest = document_hash(doc)
-    version = source_version(doc)
-    order = session.scalar(select(Order).where(Order.platform == doc["platform"], Order.shop_code == doc["shop_id"],
-                                               Order.order_no == doc["order_id"]))
-    if order is not None:
-        request = session.scalar(select(InvoiceRequest).where(InvoiceRequest.order_pk == order.id)
-                                 .order_by(InvoiceRequest.id.desc()).limit(1))
-        if order.document_hash == digest:
-            return "unchanged", order, request
-        if order.source_version and version < order.source_version:
-            ledger.record(session, "order_stale_ignored", order_pk=order.id, actor=actor,
-                          data={"incoming_version": version, "stored_version": order.source_version, "source": source})
-            return "stale", order, request
-        _fill_order(order, shop, doc, digest, version)
-        session.flush()
-        ledger.record(session, "order_updated", order_pk=order.id, actor=actor,
-                      data={"version": version, "status": doc["status"], "source": source})
-        if request is not None and request.status in REDECIDE_FROM:
-            _fill_request(request, doc)
-            request.queued_at = utcnow()
-            outbox.add(session, "decide", "decide_requests", request.id)
-        elif request is not None:
-            ledger.record(session, "order_changed_after_issue", order_pk=order.id, request_id=request.id, actor=actor,
-                          data={"request_status": request.status})
-        return "updated", order, request
-    order = Order(platform=doc["platform"], shop_code=doc["shop_id"], order_no=doc["order_id"])
-    _fill_order(order, shop, doc, digest, version)
-    session.add(order)
+_CHUNK = 500  # keys per IN list
+
+
+def _chunks(values: list, size: int = _CHUNK) -> Iterable[list]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+def _existing_orders(session: Session, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], Order]:
+    """The stored orders among ``keys`` (platform, shop_code, order_no): one query per shop and chunk."""
+    by_shop: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for platform, shop_code, order_no in set(keys):
+        by_shop[(platform, shop_code)].append(order_no)
+    found: dict[tuple[str, str, str], Order] = {}
+    for (platform, shop_code), numbers in by_shop.items():
+        for chunk in _chunks(sorted(numbers)):
+            query = select(Order).where(Order.platform == platform, Order.shop_code == shop_code,
+                                        Order.order_no.in_(chunk))
+            for order in session.scalars(query):
+                found[(order.platform, order.shop_code, order.order_no)] = order
+    return found
+
+
+def _latest_requests(session: Session, order_pks: list[int]) -> dict[int, InvoiceRequest]:
+    """The newest invoice request of each order (highest id), one query per chunk."""
+    latest: dict[int, InvoiceRequest] = {}
+    for chunk in _chunks(order_pks):
+        newest = (select(func.max(InvoiceRequest.id)).where(InvoiceRequest.order_pk.in_(chunk))
+                  .group_by(InvoiceRequest.order_pk))
+        for request in session.scalars(select(InvoiceRequest).where(InvoiceRequest.id.in_(newest))):
+            latest[request.order_pk] = request
+    return latest
+
+
+def _load_children(session: Session, orders: list[Order]) -> None:
+    """Lines and refunds of the orders about to be rewritten, two queries per chunk instead of two per order."""
+    pending = [o for o in orders if {"lines", "refunds"} & inspect(o).unloaded]
+    for chunk in _chunks(list({o.id: o for o in pending}.values())):
+        ids = [o.id for o in chunk]
+        lines: dict[int, list[OrderLine]] = defaultdict(list)
+        refunds: dict[int, list[Refund]] = defaultdict(list)
+        for line in session.scalars(select(OrderLine).where(OrderLine.order_pk.in_(ids))
+                                    .order_by(OrderLine.order_pk, OrderLine.position)):
+            lines[line.order_pk].append(line)
+        for refund in session.scalars(select(Refund).where(Refund.order_pk.in_(ids)).order_by(Refund.id)):
+            refunds[refund.order_pk].append(refund)
+        for order in chunk:
+            unloaded = inspect(order).unloaded
+            if "lines" in unloaded:
+                set_committed_value(order, "lines", lines[order.id])
+            if "refunds" in unloaded:
+                set_committed_value(order, "refunds", refunds[order.id])
+
+
+def _upsert_batch(session: Session, items: list[_Item], *, source: str, actor: str) -> list[dict[str, Any]]:
+    """Upsert the validated ``items`` in document order; returns their accepted entries."""
+    orders = _existing_orders(session, (item.natural_key for item in items))
+    by_pk = _latest_requests(session, [o.id for o in orders.values()])
+    requests: dict[tuple[str, str, str], InvoiceRequest | None] = {k: by_pk.get(o.id) for k, o in orders.items()}
+    _load_children(session, [orders[item.natural_key] for item in items
+                             if item.natural_key in orders and orders[item.natural_key].document_hash != item.digest])
+    done: list[tuple[_Item, str, Order, InvoiceRequest | None]] = []
+    after: list[Callable[[], Any]] = []  # events and outbox rows, written once the ids exist
+    with session.no_autoflush:
+        for item in items:
+            natural_key = item.natural_key
+            order = orders.get(natural_key)
+            if order is None:
+                order, request = _create(session, item, after, source=source, actor=actor)
+                orders[natural_key], requests[natural_key] = order, request
+                done.append((item, "created", order, request))
+            else:
+                request = requests.get(natural_key)
+                done.append((item, _update(session, item, order, request, after, source=source, actor=actor),
+                             order, request))
     session.flush()
-    request = InvoiceRequest(order_pk=order.id, status="received", queued_at=utcnow())
-    _fill_request(request, doc)
-    session.add(request)
+    for step in after:
+        step()
     session.flush()
-    ledger.record(session, "order_received", order_pk=order.id, request_id=request.id, actor=actor,
-                  to_state="received", data={"version": version, "source": source, "status": doc["status"]})
+    return [{"index": item.index, "key": item.key, "outcome": outcome, "order_pk": order.id,
+             "request_id": request.id if request is not None else None}
+            for item, outcome, order, request in done]
+
+
+def _event(session: Session, kind: str, order: Order, request: InvoiceRequest | None, *, actor: str,
+           data: dict[str, Any], to_state: str | None = None) -> None:
+    ledger.record(session, kind, order_pk=order.id, request_id=request.id if request is not None else None,
+                  actor=actor, to_state=to_state, data=data)
+
+
+def _decide(session: Session, request: InvoiceRequest) -> None:
     outbox.add(session, "decide", "decide_requests", request.id)
-    return "created", order, request
+
+
+def _create(session: Session, item: _Item, after: list[Callable[[], Any]], *, source: str,
+            actor: str) -> tuple[Order, InvoiceRequest]:
+    doc = item.doc
+    order = Order(platform=doc["platform"], shop_code=doc["shop_id"], order_no=doc["order_id"])
+    _fill_order(order, item.shop, doc, item.digest, item.version)
+    request = InvoiceRequest(order=order, status="received", queued_at=utcnow())  # order_pk set at flush
+    _fill_request(request, doc)
+    session.add(order)
+    session.add(request)
+    after.append(partial(_event, session, "order_received", order, request, actor=actor, to_state="received",
+                         data={"version": item.version, "source": source, "status": doc["status"]}))
+    after.append(partial(_decide, session, request))
+    return order, request
+
+
+def _update(session: Session, item: _Item, order: Order, request: InvoiceRequest | None,
+            after: list[Callable[[], Any]], *, source: str, actor: str) -> str:
+    doc, version = item.doc, item.version
+    if order.document_hash == item.digest:
+        return "unchanged"
+    if order.source_version and version < order.source_version:
+        after.append(partial(_event, session, "order_stale_ignored", order, None, actor=actor,
+                             data={"incoming_version": version, "stored_version": order.source_version,
+                                   "source": source}))
+        return "stale"
+    _fill_order(order, item.shop, doc, item.digest, version)
+    after.append(partial(_event, session, "order_updated", order, None, actor=actor,
+                         data={"version": version, "status": doc["status"], "source": source}))
+    if request is not None and request.status in REDECIDE_FROM:
+        _fill_request(request, doc)
+        request.queued_at = utcnow()
+        after.append(partial(_decide, session, request))
+    elif request is not None:
+        after.append(partial(_event, session, "order_changed_after_issue", order, request, actor=actor,
+                             data={"request_status": request.status}))
+    return "updated"
 
 
 def _money(value: str | None) -> Decimal | None:
