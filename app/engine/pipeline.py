@@ -376,6 +376,7 @@ def resume(session: Session, actor: str) -> bool:
         return False
     ledger.record(session, "issuing_resumed", actor=actor, data={"code": status.pause_code})
     status.paused, status.resumed_at, status.resumed_by = False, utcnow(), actor
+    status.failure_streak = 0
     _queue_backlog(session, limit=None)
     return True
 
@@ -436,7 +437,9 @@ def _send(claimed: list[_Claim]) -> Outcome:
     settings = queues.current_settings()
     answers: dict[int, tuple[str, Any]] = {}  # invoice id → (kind, Accepted / exception)
     stop: tuple[str, str] | None = None  # (pause code, reason)
-    streak, last_error = 0, None
+    # Failed calls in a row: ``leading`` before this job's first success extend the streak
+    # recorded by earlier jobs (gateway_status.failure_streak); ``streak`` is the current run.
+    streak, leading, succeeded, last_error = 0, 0, False, None
     by_seller: dict[int | None, list[_Claim]] = {}
     for claim in claimed:
         by_seller.setdefault(claim.seller.id if claim.seller else None, []).append(claim)
@@ -458,11 +461,12 @@ def _send(claimed: list[_Claim]) -> Outcome:
                     call_error = getattr(answer, "call_error", answer)
                     if call_error is not last_error:
                         streak += 1
+                        leading += 0 if succeeded else 1
                     last_error = call_error
                     if streak >= OUTAGE_THRESHOLD and stop is None:
                         stop = ("outage", f"{streak} consecutive transient failures: {answer}")
                 elif kind == "accepted":
-                    streak, last_error = 0, None
+                    streak, last_error, succeeded = 0, None, True
                 answers[claim.invoice_id] = (kind, answer)
     # Ask right away for what was accepted: a fast provider has settled it already.
     results: dict[int, Any] = {}
@@ -476,8 +480,13 @@ def _send(claimed: list[_Claim]) -> Outcome:
     def record(session: Session) -> Outcome:
         counts = Outcome()
         loaded = _load_for_recording(session, list(answers))
-        if stop is not None:
-            pause(session, *stop)
+        outage = _record_streak(session, streak if succeeded else None, leading)
+        if stop is None and outage:
+            stop_now = ("outage", outage)
+        else:
+            stop_now = stop
+        if stop_now is not None:
+            pause(session, *stop_now)
         for invoice_id, (kind, value) in answers.items():
             try:
                 if kind == "accepted":
@@ -492,6 +501,29 @@ def _send(claimed: list[_Claim]) -> Outcome:
 
     outcome = _recorded(record)
     return outcome
+
+
+def _record_streak(session: Session, trailing: int | None, leading: int) -> str | None:
+    """Keep the deployment-wide count of failed calls in a row; returns the reason to pause
+    for an outage once it reaches OUTAGE_THRESHOLD. ``trailing``: failures after this job's
+    last success (None: no success, so ``leading`` extends the earlier count). Written only
+    when it changes, so the steady state costs one read."""
+    status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == SCOPE))
+    before = status.failure_streak if status is not None else 0
+    if (trailing is None and leading == 0) or trailing == before:
+        return None
+    if status is None:
+        status = GatewayStatus(scope=SCOPE, failure_streak=0)
+        session.add(status)
+        session.flush()
+    # Atomic in the database: several workers record at once.
+    value = GatewayStatus.failure_streak + leading if trailing is None else trailing
+    after = session.execute(update(GatewayStatus).where(GatewayStatus.id == status.id)
+                            .values(failure_streak=value).returning(GatewayStatus.failure_streak)
+                            .execution_options(synchronize_session=False)).scalar_one()
+    if after >= OUTAGE_THRESHOLD and leading + (trailing or 0) > 0:
+        return f"{after} consecutive failed calls to the provider"
+    return None
 
 
 def _load_for_recording(session: Session, invoice_ids: list[int]) -> tuple[list, list]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -25,6 +25,8 @@ class GatewayStatus(Base):
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resumed_by: Mapped[str | None] = mapped_column(String(80))
+    # Consecutive failed provider calls, across jobs and workers (reset by a success).
+    failure_streak: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     credit_remaining: Mapped[Decimal | None] = mapped_column(Money)
     credit_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

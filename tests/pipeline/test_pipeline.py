@@ -186,13 +186,20 @@ def test_outage_pauses_and_probe_resumes(shop, sandbox, monkeypatch):
     pipeline.decide_requests(ids, issue_now=False)
     invoice_ids = [i.id for r in ids for i in _invoices(r)]
     sandbox.faults(calls={"issue": {"mode": "rate_limit"}})
-    pipeline.issue_invoices(invoice_ids)
+    pipeline.issue_invoices(invoice_ids)  # one batch call failed: not yet an outage
+    with db.transaction() as session:
+        status = session.scalar(select(GatewayStatus))
+        assert not status.paused and status.failure_streak == 1
+        for invoice in session.scalars(select(Invoice)):
+            invoice.next_attempt_at = None
+    pipeline.issue_invoices(invoice_ids)  # a second failed call in a row, from another job
     with db.transaction() as session:
         assert session.scalar(select(GatewayStatus)).pause_code == "outage"
     sandbox.faults(reset=True)
     pipeline.tick()  # probes the provider, resumes, queues the backlog
     with db.transaction() as session:
-        assert not session.scalar(select(GatewayStatus)).paused
+        status = session.scalar(select(GatewayStatus))
+        assert not status.paused and status.failure_streak == 0
     with db.transaction() as session:
         for invoice in session.scalars(select(Invoice)):
             invoice.next_attempt_at = None
