@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import func, select
 
 from app.engine.intake import ingest, source_version
@@ -295,8 +296,6 @@ def test_order_stored_by_another_session_meanwhile_is_not_lost(db_session, monke
     """A real race on PostgreSQL: a second session commits the same order after our lookup;
     our batch INSERT fails on the unique key and the one-by-one retry finds the stored row.
     (SQLite units of work take the write lock up front, so the race cannot happen there.)"""
-    import pytest
-
     from app import db as kdb
     from app.engine import intake
 
