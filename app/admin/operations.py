@@ -385,6 +385,8 @@ class OperationsView(SecureView):
             "admin/ops/index.html",
             now=now,
             pause=status if status is not None and status.paused else None,
+            failure_streak=status.failure_streak if status is not None else 0,
+            outage_threshold=pipeline.OUTAGE_THRESHOLD,
             redis=snapshot,
             outbox=outbox_backlog(session, now),
             failures=failures,

@@ -596,3 +596,11 @@ def test_deadline_alarms_are_listed(client, login, db_session):
     login("operations")
     page = client.get("/admin/ops/").text
     assert "deadline-row" in page and "80%" in page
+
+
+def test_failed_calls_in_a_row_are_shown_before_they_pause(client, ops, db_session):
+    assert "calls to the tax provider failed" not in client.get(URL).text
+    db_session.add(GatewayStatus(scope="default", failure_streak=3))
+    db_session.commit()
+    html = client.get(URL).text
+    assert "The last 3 calls to the tax provider failed" in html and "at 5 in a row" in html
