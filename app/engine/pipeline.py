@@ -445,8 +445,9 @@ def _send(claimed: list[_Claim]) -> Outcome:
         by_seller.setdefault(claim.seller.id if claim.seller else None, []).append(claim)
     for group in by_seller.values():
         gateway = gateway_for(group[0].seller, settings)
-        for start in range(0, len(group), max(gateway.batch_size, 1) * 10):
-            chunk = group[start:start + max(gateway.batch_size, 1) * 10]
+        step = max(gateway.batch_size, 1) * 10  # at most ten calls before a pause is heeded
+        for start in range(0, len(group), step):
+            chunk = group[start:start + step]
             if stop is not None:
                 answers.update((c.invoice_id, ("unsent", None)) for c in chunk)
                 continue
