@@ -108,3 +108,14 @@ class EncryptedText(TypeDecorator[str]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def parse_iso_datetime(text: str) -> datetime:
+    """An RFC 3339 / ISO 8601 date-time as the order contract allows it, lower-case ``t`` and
+    ``z`` included (``datetime.fromisoformat`` reads neither); naive if the text has no offset.
+    Raises ValueError on what is not one."""
+    if len(text) > 10 and text[10] not in "Tt ":
+        raise ValueError(f"not a date-time: {text!r}")  # fromisoformat takes any separator
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text[:10] + text[10:11].upper() + text[11:])

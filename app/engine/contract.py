@@ -13,7 +13,6 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from app.engine.money import line_gross
 from app.engine.taxid import check_tax_id
 from app.errors import Problem, ValidationFailed
+from app.types import parse_iso_datetime
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 ORDER_SCHEMA_PATH = CONTRACTS_DIR / "order.schema.json"
@@ -45,8 +45,7 @@ def _is_date_time(value: object) -> bool:
         return True  # type errors are reported by "type"
     if not _DATE_TIME_RE.match(value):
         return False
-    text = value[:-1] + "+00:00" if value[-1] in "Zz" else value
-    datetime.fromisoformat(text.replace("t", "T"))  # raises on 2026-02-30 and the like
+    parse_iso_datetime(value)  # raises on 2026-02-30 and the like
     return True
 
 

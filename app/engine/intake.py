@@ -31,7 +31,7 @@ from app.engine.contract import parse_order
 from app.errors import Problem, ValidationFailed
 from app.jobs import outbox
 from app.models import InvoiceRequest, Order, OrderLine, Refund, Shop
-from app.types import utcnow
+from app.types import parse_iso_datetime, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class IntakeResult:
 def _utc(value: str | None) -> datetime | None:
     if not value:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    return parse_iso_datetime(value).astimezone(UTC)
 
 
 def document_hash(doc: dict[str, Any]) -> str:
@@ -165,9 +165,8 @@ def _check_times(doc: dict[str, Any]) -> None:
         except OverflowError:
             raise ValidationFailed(Problem(path, "invalid", "date-time out of range")) from None
         except ValueError:
-            # e.g. a lower-case "z": the contract's pattern allows it, the time parsers here
-            # and in the rules (app/rules/facts.py) do not
-            raise ValidationFailed(Problem(path, "invalid", "write the UTC offset as Z or +00:00")) from None
+            raise ValidationFailed(Problem(
+                path, "invalid", "not an ISO 8601 date-time with offset (e.g. 2026-11-11T00:01:02+08:00)")) from None
 
 
 def _storage_error(index: int, key: str | None, exc: SQLAlchemyError) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from app.engine.taxid import check_tax_id
 from app.errors import ValidationFailed
 from app.rules.durations import parse_duration
+from app.types import parse_iso_datetime
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 FEN = Decimal("0.01")
@@ -111,7 +112,7 @@ def parse_time(value: str | None) -> datetime | None:
     """ISO 8601 → aware datetime; a naive time is taken as Beijing time (the business clock)."""
     if not value:
         return None
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    dt = parse_iso_datetime(value)
     return dt if dt.tzinfo else dt.replace(tzinfo=SHANGHAI)
 
 

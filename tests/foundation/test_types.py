@@ -93,3 +93,22 @@ def test_credentials_encrypted_at_rest(db_session):
     assert "SDDED2523BED4643" not in raw
     db_session.expire_all()
     assert "SDDED2523BED4643" in db_session.get(SellerEntity, seller.id).tax_credentials
+
+
+def test_iso_datetimes_in_every_case_the_contract_allows():
+    from datetime import UTC, datetime, timedelta
+
+    from app.types import parse_iso_datetime
+
+    assert parse_iso_datetime("2026-11-10t16:01:02z") == datetime(2026, 11, 10, 16, 1, 2, tzinfo=UTC)
+    assert parse_iso_datetime("2026-11-10T16:01:02.5Z") == datetime(2026, 11, 10, 16, 1, 2, 500000, tzinfo=UTC)
+    assert parse_iso_datetime("2026-11-11T00:01:02+08:00").utcoffset() == timedelta(hours=8)
+    assert parse_iso_datetime("2026-11-11 00:01:02").tzinfo is None
+    assert parse_iso_datetime("2026-11-11T00:01:02+08:00") == datetime(2026, 11, 11, tzinfo=UTC) + timedelta(
+        minutes=1, seconds=2) - timedelta(hours=8)
+    for bad in ("2026-02-30T00:00:00Z", "yesterday", "2026-11-11X00:00:00Z"):
+        try:
+            parse_iso_datetime(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was accepted")
