@@ -198,8 +198,11 @@ def _existing_orders(session: Session, keys: Iterable[tuple[str, str, str]]) -> 
     found: dict[tuple[str, str, str], Order] = {}
     for (platform, shop_code), numbers in by_shop.items():
         for chunk in _chunks(sorted(numbers)):
-            query = select(Order).where(Order.platform == platform, Order.shop_code == shop_code,
-                                        Order.order_no.in_(chunk))
+            # Locked (PostgreSQL) and read fresh: of two syncs of one order, the second waits
+            # and then compares versions with what the first stored.
+            query = (select(Order).where(Order.platform == platform, Order.shop_code == shop_code,
+                                         Order.order_no.in_(chunk))
+                     .order_by(Order.id).with_for_update().execution_options(populate_existing=True))
             for order in session.scalars(query):
                 found[(order.platform, order.shop_code, order.order_no)] = order
     return found
@@ -211,7 +214,11 @@ def _latest_requests(session: Session, order_pks: list[int]) -> dict[int, Invoic
     for chunk in _chunks(order_pks):
         newest = (select(func.max(InvoiceRequest.id)).where(InvoiceRequest.order_pk.in_(chunk))
                   .group_by(InvoiceRequest.order_pk))
-        for request in session.scalars(select(InvoiceRequest).where(InvoiceRequest.id.in_(newest))):
+        # Locked too: a decision committing meanwhile is waited for, so its new status is seen
+        # here (an issued request only gets the order_changed_after_issue event).
+        query = (select(InvoiceRequest).where(InvoiceRequest.id.in_(newest)).order_by(InvoiceRequest.id)
+                 .with_for_update().execution_options(populate_existing=True))
+        for request in session.scalars(query):
             latest[request.order_pk] = request
     return latest
 
@@ -306,6 +313,9 @@ def _update(session: Session, item: _Item, order: Order, request: InvoiceRequest
                          data={"version": version, "status": doc["status"], "source": source}))
     if request is not None and request.status in REDECIDE_FROM:
         _fill_request(request, doc)
+        # A new version: a decision made meanwhile from the old data fails its guarded write
+        # (status and state_version) and is redone from this one.
+        request.state_version = (request.state_version or 0) + 1
         request.queued_at = utcnow()
         after.append(partial(_decide, session, request))
     elif request is not None:

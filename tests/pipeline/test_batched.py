@@ -129,3 +129,29 @@ def test_one_rate_limited_batch_call_is_one_failure_not_an_outage(shop, sandbox)
     with db.transaction() as session:
         assert pipeline.pause_status(session) is None
         assert {i.status for i in session.scalars(select(Invoice))} == {"ready"}
+
+
+def test_an_order_updated_while_it_is_decided_is_decided_again_from_the_new_data(shop, sandbox):
+    request_id = _ingest("B7")
+    deciding = db.SessionFactory()
+    try:
+        request = deciding.get(InvoiceRequest, request_id)  # a worker read the old title
+        deciding.commit()
+        newer = gen_order_doc("pipe-shop", "B7", invoice_request={
+            "kind": "normal", "title_type": "enterprise", "title": "北京新抬头科技有限公司", "tax_id": "91110000600037341L"})
+        newer["extensions"] = {"source_updated_at": "2099-01-01T00:00:00Z"}
+        for key in [k for k, v in newer.items() if v is None]:
+            del newer[key]
+        with db.transaction() as session:
+            result = ingest(session, [newer])
+        assert not result.rejected, result.rejected
+        assert result.accepted[0]["outcome"] == "updated"
+        with pytest.raises(InvalidTransition), lifecycle.batched(deciding):
+            lifecycle.move_request(deciding, request, "deciding", expect="received")
+        deciding.rollback()
+    finally:
+        deciding.close()
+    pipeline.decide_requests([request_id])
+    with db.transaction() as session:
+        [invoice] = session.scalars(select(Invoice).where(Invoice.request_id == request_id)).all()
+        assert invoice.buyer["name"] == "北京新抬头科技有限公司" and invoice.status == "issued"

@@ -81,7 +81,7 @@ def test_update_of_undecided_order_requeues_decision(db_session):
     db_session.commit()
     assert result.accepted[0]["outcome"] == "updated"
     order = db_session.scalar(select(Order))
-    assert str(order.lines[0].quantity) == "3"
+    assert order.lines[0].quantity == Decimal("3")
     assert _count(db_session, OutboxMessage) == 2
 
 
