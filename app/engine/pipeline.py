@@ -139,7 +139,6 @@ class _Claim:
     invoice_id: int
     request: IssueRequest
     seller: SellerEntity | None
-    status: str = "issuing"
 
 
 def decide_requests(request_ids: Iterable[int], now: datetime | None = None, *, issue_now: bool = True) -> Outcome:
@@ -433,7 +432,6 @@ def _claim(ids: list[int], now: datetime, *, batch: bool) -> tuple[Outcome, list
 def _send(claimed: list[_Claim]) -> Outcome:
     """Send claimed invoices (batch calls where the provider has them), ask at once for the
     results of the accepted ones, and record every answer in one transaction."""
-    outcome = Outcome()
     settings = queues.current_settings()
     answers: dict[int, tuple[str, Any]] = {}  # invoice id → (kind, Accepted / exception)
     stop: tuple[str, str] | None = None  # (pause code, reason)
@@ -478,29 +476,20 @@ def _send(claimed: list[_Claim]) -> Outcome:
             results.update(zip([c.invoice_id for c in accepted],
                                gateway.query_many([c.request.serial_no for c in accepted]), strict=True))
 
-    def record(session: Session) -> Outcome:
-        counts = Outcome()
-        loaded = _load_for_recording(session, list(answers))
+    def prepare(session: Session) -> None:
         outage = _record_streak(session, streak if succeeded else None, leading)
-        if stop is None and outage:
-            stop_now = ("outage", outage)
-        else:
-            stop_now = stop
-        if stop_now is not None:
-            pause(session, *stop_now)
-        for invoice_id, (kind, value) in answers.items():
-            try:
-                if kind == "accepted":
-                    counts.bump("accepted")
-                counts.bump(_record_issue(session, invoice_id, kind, value, results.get(invoice_id)))
-            except InvalidTransition:
-                if lifecycle.is_batched(session):
-                    raise
-                counts.bump("raced")  # another worker recorded it first
-        del loaded
-        return counts
+        reason = stop or (("outage", outage) if outage else None)
+        if reason is not None:
+            pause(session, *reason)
 
-    outcome = _recorded(record)
+    def record_one(session: Session, invoice_id: int) -> str:
+        kind, value = answers[invoice_id]
+        return _record_issue(session, invoice_id, kind, value, results.get(invoice_id))
+
+    outcome = _recorded(list(answers), record_one, prepare)
+    accepted = sum(kind == "accepted" for kind, _ in answers.values())
+    if accepted:
+        outcome.bump("accepted", accepted)
     return outcome
 
 
@@ -555,7 +544,7 @@ def _record_issue(session: Session, invoice_id: int, kind: str, value: Any, resu
         lifecycle.move_invoice(session, invoice_id, "pending", expect="issuing", provider_ref=value.provider_serial,
                                data={"provider_serial": value.provider_serial, "duplicate": value.duplicate},
                                next_attempt_at=utcnow() + TIMING.first_poll)
-        return _record_result(session, invoice_id, "pending", 0, result, prefix="poll_")
+        return _record_result(session, invoice_id, "pending", 0, result, just_accepted=True)
     if kind == "unknown":
         lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing", reason=str(value)[:200],
                                next_attempt_at=utcnow() + TIMING.first_poll)
@@ -573,17 +562,35 @@ def _record_issue(session: Session, invoice_id: int, kind: str, value: Any, resu
     return "paused"
 
 
-def _recorded(record: Any) -> Outcome:
-    """Run ``record(session)`` in one transaction with batched transitions; if a row changed
-    under us (another worker recorded it), redo it unbatched, where each item is guarded on
-    its own and a lost race is just counted."""
+def _recorded(invoice_ids: list[int], record_one: Any, prepare: Any = None) -> Outcome:
+    """Record the answers of a batch in one transaction: ``prepare(session)`` once, then
+    ``record_one(session, invoice_id)`` (what happened) for each, with batched transitions.
+    If a row changed under us (another worker recorded it), redo it unbatched, where each item
+    is guarded on its own and a lost race is just counted — no savepoint needed: a refused
+    guarded UPDATE changes nothing, and nothing else is written for that item before it."""
+
+    def run(session: Session) -> Outcome:
+        counts = Outcome()
+        loaded = _load_for_recording(session, invoice_ids)
+        if prepare is not None:
+            prepare(session)
+        for invoice_id in invoice_ids:
+            try:
+                counts.bump(record_one(session, invoice_id))
+            except InvalidTransition:
+                if lifecycle.is_batched(session):
+                    raise
+                counts.bump("raced")  # another worker recorded it first
+        del loaded
+        return counts
+
     try:
         with db.transaction() as session, session.no_autoflush, lifecycle.batched(session):
-            return record(session)
+            return run(session)
     except InvalidTransition:
         log.info("recording a batch raced with another worker; redoing it item by item", exc_info=True)
     with db.transaction() as session, session.no_autoflush:
-        return record(session)
+        return run(session)
 
 
 def _retry_later(session: Session, invoice_id: int, exc: TaxGatewayError) -> str:
@@ -638,27 +645,19 @@ def poll_invoices(invoice_ids: Iterable[int]) -> Outcome:
         answers = gateway_for(sellers.get(seller_id), settings).query_many([r.serial_no for r in group])
         results.update(zip([r.id for r in group], answers, strict=True))
 
-    def record(session: Session) -> Outcome:
-        counts = Outcome()
-        loaded = _load_for_recording(session, [row.id for row in rows])
-        for row in rows:
-            # No savepoint needed: a refused guarded UPDATE changes nothing, and nothing else
-            # is written for that invoice before it.
-            try:
-                counts.bump(_record_result(session, row.id, row.status, row.attempts, results[row.id]))
-            except InvalidTransition:
-                if lifecycle.is_batched(session):
-                    raise
-                counts.bump("raced")  # another worker recorded it first
-        del loaded
-        return counts
+    by_id = {row.id: row for row in rows}
 
-    return _recorded(record) if rows else Outcome()
+    def record_one(session: Session, invoice_id: int) -> str:
+        row = by_id[invoice_id]
+        return _record_result(session, invoice_id, row.status, row.attempts, results[invoice_id])
+
+    return _recorded(list(by_id), record_one) if rows else Outcome()
 
 
 def _record_result(session: Session, invoice_id: int, status: str, attempts: int, result: Any,
-                   prefix: str = "") -> str:
-    """Record one query answer for an invoice in ``status``; returns what happened."""
+                   just_accepted: bool = False) -> str:
+    """Record one query answer for an invoice in ``status``; returns what happened (prefixed
+    ``poll_`` when asked right after the provider accepted it)."""
     if result is None:
         kind = "query_failed"
     elif isinstance(result, NotFound):
@@ -677,11 +676,11 @@ def _record_result(session: Session, invoice_id: int, status: str, attempts: int
         lifecycle.move_invoice(session, invoice_id, "ready", expect=status,
                                reason="provider has no record of this serial", next_attempt_at=None)
         queue_issue(session, invoice_id)
-    elif status == "pending" and kind == "pending" and prefix:
+    elif kind == "pending" and just_accepted:
         pass  # just accepted, not settled yet: next_attempt_at is set, the tick polls it
     else:  # pending, lost_pending, query_failed: ask again later
         _poll_later(session, invoice_id, status, attempts, to="pending" if kind == "pending" else None)
-    return prefix + kind
+    return f"poll_{kind}" if just_accepted else kind
 
 
 def _poll_later(session: Session, invoice_id: int, status: str, attempts: int, to: str | None = None) -> None:
@@ -731,6 +730,17 @@ def _queue_backlog(session: Session, limit: int | None = 2000) -> int:
     return len(rows)
 
 
+def _due_unqueued(statuses: tuple[str, ...], now: datetime, lost: datetime) -> Any:
+    """Invoices in ``statuses`` whose next attempt is due and that no live job covers: never
+    queued, queued before ``lost`` (the job must be gone), or queued before the retry time
+    it is now waiting for. Oldest first, so a backlog drains in order."""
+    return (select(Invoice.id).where(Invoice.status.in_(statuses))
+            .where((Invoice.next_attempt_at.is_(None)) | (Invoice.next_attempt_at <= now))
+            .where(Invoice.queued_at.is_(None) | (Invoice.queued_at <= lost)
+                   | (Invoice.next_attempt_at.is_not(None) & (Invoice.queued_at < Invoice.next_attempt_at)))
+            .order_by(Invoice.id).limit(2000))
+
+
 def tick(now: datetime | None = None) -> Outcome:
     """Periodic: re-dispatch the outbox, retry due work, poll results, recover stuck work,
     wake waiting requests. Everything it needs is in the database, so a flushed Redis only
@@ -752,23 +762,11 @@ def tick(now: datetime | None = None) -> Outcome:
         if not paused:
             # Due retries (next_attempt_at passed since the last queueing) and ready invoices
             # whose job was lost (queued long ago, still ready).
-            retry = session.scalars(
-                select(Invoice.id).where(Invoice.status == "ready")
-                .where((Invoice.next_attempt_at.is_(None)) | (Invoice.next_attempt_at <= now))
-                .where(Invoice.queued_at.is_(None) | (Invoice.queued_at <= lost)
-                       | (Invoice.next_attempt_at.is_not(None) & (Invoice.queued_at < Invoice.next_attempt_at)))
-                .order_by(Invoice.id).limit(2000)
-            ).all()
+            retry = session.scalars(_due_unqueued(("ready",), now, lost)).all()
             for invoice_id in retry:
                 queue_issue(session, invoice_id)
             outcome.bump("retry_queued", len(retry))
-        due_polls = session.scalars(
-            select(Invoice.id).where(Invoice.status.in_(("pending", "unknown")))
-            .where((Invoice.next_attempt_at.is_(None)) | (Invoice.next_attempt_at <= now))
-            .where(Invoice.queued_at.is_(None) | (Invoice.queued_at <= lost)
-                   | (Invoice.next_attempt_at.is_not(None) & (Invoice.queued_at < Invoice.next_attempt_at)))
-            .order_by(Invoice.id).limit(2000)
-        ).all()
+        due_polls = session.scalars(_due_unqueued(("pending", "unknown"), now, lost)).all()
         for invoice_id in due_polls:
             queue_poll(session, invoice_id)
         outcome.bump("polls_queued", len(due_polls))
