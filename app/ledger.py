@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
+from app.engine.clock import utcnow
 from app.models.event_log import InvoiceEvent
-from app.types import utcnow
 
 GENESIS = "0" * 64
 

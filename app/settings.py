@@ -53,7 +53,6 @@ class Settings:
     encryption_key: str
     cookie_secure: bool = True
     default_locale: str = "zh_CN"
-    timezone: str = "Asia/Shanghai"
     tax_gateway: str = "sandbox"
     tax_gateway_url: str = "http://127.0.0.1:8765"
     mail_url: str | None = None

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from _common import header, report
 
+from app.engine.clock import BEIJING
 from app.rules import compile_ruleset, decide, default_ruleset, load_ruleset_file, rules_dir, validate_ruleset
-from app.rules.facts import SHANGHAI, build_fact
+from app.rules.facts import build_fact
 
 EXAMPLE = Path("/work/shared/contracts/examples/worked-order.json")
-NOW = datetime(2026, 11, 15, 9, 0, tzinfo=SHANGHAI)
+NOW = datetime(2026, 11, 15, 9, 0, tzinfo=BEIJING)
 
 
 def _orders() -> list[dict]:

@@ -22,7 +22,7 @@ def _url() -> str:
 
 def _render_item(type_, obj, autogen_context):
     """Render our TypeDecorators as their plain storage types so migrations stay frozen
-    even if app/types.py changes."""
+    even if app/models/types.py changes."""
     from sqlalchemy.types import TypeDecorator
 
     if type_ == "type" and isinstance(obj, TypeDecorator):

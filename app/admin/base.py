@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import abort, redirect, request, url_for
 from flask_admin import AdminIndexView, BaseView, expose
@@ -15,9 +14,8 @@ from flask_login import current_user
 
 from app import db
 from app.auth import user_may
+from app.engine.clock import BEIJING
 from app.models.audit import AdminAuditLog
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 class SecureMixin:
@@ -60,7 +58,7 @@ def audit(action: str, target: str, details: dict[str, Any] | None = None) -> No
 
 def _beijing(view: Any, value: datetime) -> str:
     # Stored in UTC; business time is Asia/Shanghai.
-    return value.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S") if value.tzinfo else str(value)
+    return value.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S") if value.tzinfo else str(value)
 
 
 COLUMN_LABELS = {

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import redis
 from flask import flash, redirect, request, url_for
@@ -32,13 +31,12 @@ from sqlalchemy.orm import Session
 from app import db
 from app.admin.base import SecureView, audit
 from app.engine import lifecycle, pipeline
+from app.engine.clock import BEIJING, utcnow
 from app.engine.deadlines import open_alarms
 from app.errors import KaipiaoError
 from app.jobs import outbox, queues
 from app.models import GatewayStatus, Invoice, InvoiceRequest, JobFailure, Order, OutboxMessage
-from app.types import utcnow
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 LIST_LIMIT = 100
 # Job functions that take a list of ids and can be re-created through the outbox.
 ID_JOBS = ("decide_requests", "issue_invoices", "poll_invoices")
@@ -245,7 +243,7 @@ def throughput(session: Session, now: datetime, seconds: int, buckets: int) -> l
 
 def month_bounds(now: datetime) -> tuple[datetime, datetime]:
     """This calendar month in Asia/Shanghai (the tax bureau's month), as UTC instants."""
-    local = now.astimezone(SHANGHAI)
+    local = now.astimezone(BEIJING)
     start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = (start + timedelta(days=32)).replace(day=1)
     return start.astimezone(UTC), end.astimezone(UTC)
@@ -260,7 +258,7 @@ def credit_use(session: Session, now: datetime) -> CreditUse:
     ).one()
     status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == pipeline.SCOPE))
     return CreditUse(
-        month=start.astimezone(SHANGHAI).strftime("%Y-%m"), issued_total=total or Decimal("0.00"),
+        month=start.astimezone(BEIJING).strftime("%Y-%m"), issued_total=total or Decimal("0.00"),
         issued_count=count, credit_remaining=status.credit_remaining if status else None,
         credit_checked_at=status.credit_checked_at if status else None,
     )
@@ -344,7 +342,7 @@ def bar_chart(bars: list[Bar], label: Callable[[datetime], str], tick_every: int
 
 
 def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    return "" if value is None else _aware(value).astimezone(SHANGHAI).strftime(fmt)
+    return "" if value is None else _aware(value).astimezone(BEIJING).strftime(fmt)
 
 
 # ---------------------------------------------------------------------------------- the view

@@ -34,8 +34,9 @@ from sqlalchemy.orm import Session
 
 from app import db
 from app.admin.base import SecureView, audit
-from app.admin.operations import SHANGHAI, local_time
+from app.admin.operations import local_time
 from app.auth import user_may
+from app.engine.clock import BEIJING
 from app.engine.contract import parse_order, validate_order
 from app.engine.shop_context import compose_for, find_shop, seller_for, seller_party
 from app.errors import KaipiaoError, Problem, ValidationFailed
@@ -530,7 +531,7 @@ def _parse_now(raw: str | None) -> datetime:
         value = datetime.fromisoformat(raw)
     except ValueError:
         raise ValidationFailed(Problem("now", "invalid", f"not a date and time: {raw!r}")) from None
-    return value if value.tzinfo else value.replace(tzinfo=SHANGHAI)
+    return value if value.tzinfo else value.replace(tzinfo=BEIJING)
 
 
 class RulesView(SecureView):

@@ -14,8 +14,8 @@ from wtforms.validators import DataRequired, Length
 
 from app import db
 from app.auth import public
+from app.engine.clock import utcnow
 from app.models.user import User
-from app.types import utcnow
 
 bp = Blueprint("auth", __name__)
 

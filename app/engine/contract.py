@@ -21,10 +21,10 @@ import fastjsonschema
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError as SchemaError
 
+from app.engine.clock import parse_iso_datetime
 from app.engine.money import line_gross
 from app.engine.taxid import check_tax_id
 from app.errors import Problem, ValidationFailed
-from app.types import parse_iso_datetime
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 ORDER_SCHEMA_PATH = CONTRACTS_DIR / "order.schema.json"

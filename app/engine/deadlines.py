@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import db, ledger
+from app.engine.clock import utcnow
 from app.models import InvoiceEvent, InvoiceRequest
-from app.types import utcnow
 
 log = logging.getLogger(__name__)
 OPEN_STATES = ("received", "deciding", "waiting", "held", "failed", "issuing")

@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import ledger
+from app.engine.clock import parse_iso_datetime, utcnow
 from app.engine.contract import parse_order
 from app.errors import Problem, ValidationFailed
 from app.jobs import outbox
 from app.models import InvoiceRequest, Order, OrderLine, Refund, Shop
-from app.types import parse_iso_datetime, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import ledger
+from app.engine.clock import utcnow
 from app.errors import InvalidTransition, Problem
 from app.models import Invoice, InvoiceRequest
-from app.types import utcnow
 
 REQUEST_TRANSITIONS: dict[str, set[str]] = {
     "received": {"deciding", "skipped"},

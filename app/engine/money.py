@@ -42,8 +42,10 @@ def q2(value: Decimal) -> Decimal:
     return result.copy_abs() if not result else result
 
 
-def fen(value: Decimal) -> int:
+def to_fen(value: Decimal) -> int:
     """Exact yuan → integer fen; refuses sub-fen values rather than rounding silently."""
+    if not isinstance(value, Decimal):
+        raise TypeError(f"money must be Decimal, got {type(value).__name__}")
     scaled = value.scaleb(2)
     as_int = int(scaled)
     if as_int != scaled:
@@ -108,7 +110,7 @@ def separate(gross: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
 
 def separate_exact(gross: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
     """The same separation on integers only (reference and fallback for unusual inputs)."""
-    gross_fen = fen(gross)
+    gross_fen = to_fen(gross)
     num, den = _ratio(rate)
     amount_fen = _half_up_div(gross_fen * den, den + num)
     return from_fen(amount_fen), from_fen(gross_fen - amount_fen)
@@ -125,7 +127,7 @@ def unit_price(amount: Decimal, quantity: Decimal) -> Decimal:
         raise ValueError("quantity must be positive")
     qn, qd = quantity.as_integer_ratio()
     # price × 10^8 = amount_fen × 10^6 × qd / qn
-    units = _half_up_div(fen(amount) * 10 ** (PRICE_PLACES - 2) * qd, qn)
+    units = _half_up_div(to_fen(amount) * 10 ** (PRICE_PLACES - 2) * qd, qn)
     return Decimal(units).scaleb(-PRICE_PLACES).quantize(PRICE_QUANTUM)
 
 
@@ -147,7 +149,7 @@ def allocate(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
         return []
     if any(w < 0 for w in weights):
         raise ValueError("weights must not be negative")
-    total_fen = fen(total)
+    total_fen = to_fen(total)
     sign = -1 if total_fen < 0 else 1
     total_fen = abs(total_fen)
     # integer weights on a common scale: exact for any Decimal weights (8 dp covers money and

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app import db, ledger
 from app.engine import lifecycle
+from app.engine.clock import utcnow
 from app.engine.contract import parse_order
 from app.engine.deadlines import deadline_for
 from app.engine.decisions import ruleset_for
@@ -49,7 +50,6 @@ from app.integrations.tax.base import (
 from app.jobs import outbox, queues
 from app.models import GatewayStatus, Invoice, InvoiceLine, InvoiceRequest, SellerEntity, Shop
 from app.rules import decide
-from app.types import utcnow
 
 log = logging.getLogger(__name__)
 

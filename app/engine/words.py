@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from app.engine.money import fen
+from app.engine.money import to_fen
 
 DIGITS = "零壹贰叁肆伍陆柒捌玖"
 _IN_GROUP = ("", "拾", "佰", "仟")
@@ -59,7 +59,7 @@ def amount_in_words(amount: Decimal, *, style: str = "platform") -> str:
     """
     if style not in ("platform", "pboc"):
         raise ValueError(f"unknown style {style!r}")
-    total_fen = fen(amount)
+    total_fen = to_fen(amount)
     if abs(total_fen) >= _MAX_FEN:
         raise ValueError(f"{amount} is too large to write in words")
     sign = "负" if total_fen < 0 else ""

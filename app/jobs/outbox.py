@@ -20,9 +20,9 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from app import db
+from app.engine.clock import utcnow
 from app.jobs import queues
 from app.models.job import OutboxMessage
-from app.types import utcnow
 
 log = logging.getLogger(__name__)
 _PENDING_KEY = "kaipiao_outbox_pending"

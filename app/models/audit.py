@@ -9,7 +9,8 @@ from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
-from app.types import UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import UTCDateTime
 
 
 class AdminAuditLog(Base):

@@ -15,7 +15,8 @@ from sqlalchemy import JSON, BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
-from app.types import UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import UTCDateTime
 
 
 class InvoiceEvent(Base):

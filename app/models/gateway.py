@@ -9,7 +9,8 @@ from sqlalchemy import Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
-from app.types import Money, UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import Money, UTCDateTime
 
 
 class GatewayStatus(Base):

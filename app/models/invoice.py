@@ -10,7 +10,8 @@ from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
-from app.types import ExactDecimal, Money, UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import ExactDecimal, Money, UTCDateTime
 
 COLORS = ("blue", "red")
 

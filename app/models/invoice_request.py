@@ -9,7 +9,8 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
-from app.types import UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import UTCDateTime
 
 TITLE_TYPES = ("personal", "enterprise", "non_enterprise")
 KINDS = ("normal", "special")  # 普票 / 专票

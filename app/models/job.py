@@ -10,7 +10,8 @@ from sqlalchemy import JSON, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
-from app.types import UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import UTCDateTime
 
 
 class OutboxMessage(Base):

@@ -9,7 +9,8 @@ from sqlalchemy import JSON, Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
-from app.types import EncryptedText, UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import EncryptedText, UTCDateTime
 
 PLATFORMS = ("taobao", "tmall", "jd", "pdd", "douyin", "kuaishou", "xiaohongshu", "offline", "h5", "other")
 

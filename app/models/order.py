@@ -14,7 +14,8 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstra
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
-from app.types import ExactDecimal, Money, UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import ExactDecimal, Money, UTCDateTime
 
 
 class Order(Base):

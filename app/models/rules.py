@@ -9,7 +9,8 @@ from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
-from app.types import UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import UTCDateTime
 
 
 class RuleSet(Base):

@@ -8,7 +8,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
-from app.types import ExactDecimal
+from app.models.types import ExactDecimal
 
 
 class TaxCode(Base):

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.db import Base
-from app.types import UTCDateTime, utcnow
+from app.engine.clock import utcnow
+from app.models.types import UTCDateTime
 
 ROLES = ("admin", "tax_specialist", "operations", "auditor", "merchant", "cs_agent")
 

@@ -5,12 +5,12 @@ Everything goes through ``Decimal`` from the draft's decimal strings: never ``fl
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from app.engine.clock import BEIJING
+
 CENT = Decimal("0.01")
-# China has one zone and no DST: the face date is the Beijing calendar date.
-BEIJING = timezone(timedelta(hours=8))
 
 TREATMENT_TEXT = {"exempt": "免税", "not_taxable": "不征税"}
 

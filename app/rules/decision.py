@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.engine.clock import BEIJING
 from app.rules.actions import VERDICTS, Action
-from app.rules.facts import SHANGHAI, OrderTimes
+from app.rules.facts import OrderTimes
 from app.rules.validate import ParsedRule
 
 _ZERO = timedelta(0)
@@ -61,7 +62,7 @@ def _reason(code: str, message: str, rule: str) -> dict[str, str]:
 
 
 def _when(dt: datetime) -> str:
-    return dt.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+    return dt.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
 
 
 def build_decision(
@@ -184,7 +185,7 @@ def _resolve_waits(
     verdicts["wait"].append(
         _reason("issue_after", f"at the latest {_when(best[0])} ({_why(best[1])})", best[2])
     )
-    return best[0].astimezone(SHANGHAI)
+    return best[0].astimezone(BEIJING)
 
 
 def _why(why: tuple[Any, ...]) -> str:

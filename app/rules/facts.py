@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from app.engine.clock import BEIJING, parse_iso_datetime
 from app.engine.taxid import check_tax_id
 from app.errors import ValidationFailed
 from app.rules.durations import parse_duration
-from app.types import parse_iso_datetime
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 FEN = Decimal("0.01")
 
 # Every fact carries this marker and every compiled condition requires it: durable-rules also
@@ -113,7 +111,7 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     dt = parse_iso_datetime(value)
-    return dt if dt.tzinfo else dt.replace(tzinfo=SHANGHAI)
+    return dt if dt.tzinfo else dt.replace(tzinfo=BEIJING)
 
 
 def order_times(order: Mapping[str, Any]) -> OrderTimes:
@@ -254,7 +252,7 @@ def build_fact(
 
 def _calendar_days(then: datetime, now: datetime) -> int:
     # Business dates are Beijing dates: paid 23:50 and evaluated 00:10 next day = 1 day.
-    return (now.astimezone(SHANGHAI).date() - then.astimezone(SHANGHAI).date()).days
+    return (now.astimezone(BEIJING).date() - then.astimezone(BEIJING).date()).days
 
 
 def _dec(value: Any) -> Decimal:

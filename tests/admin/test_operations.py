@@ -15,6 +15,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select
 
 from app.admin import operations
+from app.engine.clock import utcnow
 from app.jobs import queues
 from app.jobs.worker import mirror_failure
 from app.models import (
@@ -27,7 +28,6 @@ from app.models import (
     Order,
     OutboxMessage,
 )
-from app.types import utcnow
 from tests.factories import gen_order_doc, gen_shop
 
 URL = "/admin/ops/"

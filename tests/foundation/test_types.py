@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from app.engine.money import from_fen, to_fen
 from app.models import Invoice, InvoiceLine, SellerEntity
-from app.types import ExactDecimal, from_fen, to_fen
+from app.models.types import ExactDecimal
 from tests.factories import gen_merchant
 
 
@@ -98,7 +99,7 @@ def test_credentials_encrypted_at_rest(db_session):
 def test_iso_datetimes_in_every_case_the_contract_allows():
     from datetime import UTC, datetime, timedelta
 
-    from app.types import parse_iso_datetime
+    from app.engine.clock import parse_iso_datetime
 
     assert parse_iso_datetime("2026-11-10t16:01:02z") == datetime(2026, 11, 10, 16, 1, 2, tzinfo=UTC)
     assert parse_iso_datetime("2026-11-10T16:01:02.5Z") == datetime(2026, 11, 10, 16, 1, 2, 500000, tzinfo=UTC)

@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 
 from app import db
 from app.engine import lifecycle, pipeline
+from app.engine.clock import utcnow
 from app.engine.intake import ingest
 from app.errors import InvalidTransition
 from app.jobs import outbox, queues
 from app.models import GatewayStatus, Invoice, InvoiceEvent, InvoiceRequest, OutboxMessage
-from app.types import utcnow
 from tests.factories import gen_order_doc
 
 

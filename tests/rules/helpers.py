@@ -9,16 +9,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.rules.facts import SHANGHAI
+from app.engine.clock import BEIJING
 
 # The worked order of the domain note, kept in the repository (tests never read ../shared).
 WORKED = Path(__file__).resolve().parents[1] / "engine" / "data" / "worked-order.json"
-NOW = datetime(2026, 11, 15, 9, 0, tzinfo=SHANGHAI)
+NOW = datetime(2026, 11, 15, 9, 0, tzinfo=BEIJING)
 _names = itertools.count()
 
 
 def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)
+    return datetime.fromisoformat(text).replace(tzinfo=BEIJING)
 
 
 def gen_order(**changes: Any) -> dict[str, Any]:

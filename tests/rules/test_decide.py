@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
+from app.engine.clock import BEIJING
 from app.rules import decide
-from app.rules.facts import SHANGHAI
 from tests.rules.helpers import NOW, at, gen_order, rule, ruleset
 
 TMALL = {"m": {"platform": "tmall"}}
@@ -176,7 +176,7 @@ class TestWaitFor:
             order, ruleset=self.doc({"action": "wait_for", "event": "shipped", "delay": "P7D"}), now=NOW
         )
         assert d.action == "wait"
-        assert d.issue_after == at("2026-11-19T10:00:00") and d.issue_after.tzinfo == SHANGHAI
+        assert d.issue_after == at("2026-11-19T10:00:00") and d.issue_after.tzinfo == BEIJING
         d = decide(
             order,
             ruleset=self.doc({"action": "wait_for", "event": "shipped", "delay": 168}),

@@ -19,12 +19,11 @@ import abc
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 CENT = Decimal("0.01")
-TZ_CN = timezone(timedelta(hours=8))  # invoice dates and number years are Beijing time
 
 
 def money(value: Any) -> Decimal:

@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 
 import requests
 
+from app.engine.clock import BEIJING
 from app.integrations.tax import _http, signing
 from app.integrations.tax import nuonuo_protocol as nn
 from app.integrations.tax.base import (
-    TZ_CN,
     Accepted,
     AuthExpired,
     ConfirmStatus,
@@ -216,7 +216,7 @@ class NuonuoGateway(TaxGateway):
 
     @staticmethod
     def _now_cn(at: datetime | None) -> str:
-        moment = at.astimezone(TZ_CN) if at and at.tzinfo else (at or datetime.now(TZ_CN))
+        moment = at.astimezone(BEIJING) if at and at.tzinfo else (at or datetime.now(BEIJING))
         return moment.strftime("%Y-%m-%d %H:%M:%S")
 
     def build_order(self, request: IssueRequest) -> dict[str, Any]:
@@ -363,7 +363,7 @@ class NuonuoGateway(TaxGateway):
             ms = item.get("invoiceTime")
             return IssueResult(
                 status=IssueStatus.ISSUED, number=number,
-                issued_at=datetime.fromtimestamp(int(ms) / 1000, TZ_CN) if ms else None,
+                issued_at=datetime.fromtimestamp(int(ms) / 1000, BEIJING) if ms else None,
                 total_amount=amount("exTaxAmount"), total_tax=amount("taxAmount"), total=amount("orderAmount"),
                 pdf_url=item.get("pdfUrl") or None, **common)
         if status in nn.STATUS_PENDING:

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from tax_helpers import ENTERPRISE_BUYER, WORKED_INVOICE, draft_invoice, issue_request, wait_issued
 
+from app.engine.clock import BEIJING
 from app.integrations.tax.base import (
-    TZ_CN,
     CreditExhausted,
     IdempotencyConflict,
     IssueRequest,
@@ -29,7 +29,7 @@ def test_issue_then_query_gives_a_20_digit_number(any_sandbox) -> None:
     assert result.provider_serial == accepted.provider_serial
     number = result.number
     assert number is not None and len(number) == 20 and number.isdigit()
-    assert number[:2] == datetime.now(TZ_CN).strftime("%y")
+    assert number[:2] == datetime.now(BEIJING).strftime("%y")
     assert number[2:4] == "11"  # the seller 91110000600037341L registered in 北京
     assert (result.total_amount, result.total_tax, result.total) == (
         Decimal("221.17"), Decimal("26.73"), Decimal("247.90"))

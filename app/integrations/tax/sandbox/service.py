@@ -23,12 +23,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from app.engine.clock import BEIJING
 from app.integrations.tax import base
 from app.integrations.tax.base import IssueLine, IssueRequest, LineKind, RedLine, RedReason
 from app.integrations.tax.sandbox import faults as faults_mod
 from app.integrations.tax.sandbox.store import Store, bump, kv_get, kv_set
 
-TZ_CN = base.TZ_CN
 # GB/T 2260 province-level prefixes (计划单列市 codes are unpublished: fapiao.md §3.1).
 PROVINCES = frozenset(
     "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 "
@@ -152,7 +152,7 @@ def province_of(tax_id: str, fallback: str) -> str:
 
 
 def iso_cn(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, TZ_CN).isoformat(timespec="seconds")
+    return None if ts is None else datetime.fromtimestamp(ts, BEIJING).isoformat(timespec="seconds")
 
 
 def canonical_hash(data: Any) -> str:
@@ -405,7 +405,7 @@ class SandboxService:
         return time.time()
 
     def month_of(self, ts: float) -> str:
-        return datetime.fromtimestamp(ts, TZ_CN).strftime("%Y-%m")
+        return datetime.fromtimestamp(ts, BEIJING).strftime("%Y-%m")
 
     def _faults(self, conn: sqlite3.Connection) -> dict[str, Any]:
         return faults_mod.load(conn)
@@ -433,12 +433,12 @@ class SandboxService:
         return int(conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
 
     def _provider_serial(self, conn: sqlite3.Connection, at: float) -> str:
-        stamp = datetime.fromtimestamp(at, TZ_CN).strftime("%y%m%d%H%M%S")
+        stamp = datetime.fromtimestamp(at, BEIJING).strftime("%y%m%d%H%M%S")
         return f"{stamp}{self._next(conn, 'seq.provider_serial') % 10**8:08d}"
 
     def _number(self, conn: sqlite3.Connection, seller_tax_id: str, at: float) -> str:
         """20 digits: yy + province + channel + 15-digit sequence (fapiao.md §3.1)."""
-        year = datetime.fromtimestamp(at, TZ_CN).strftime("%y")
+        year = datetime.fromtimestamp(at, BEIJING).strftime("%y")
         province = province_of(seller_tax_id, self.config.fallback_province)
         seq = self._next(conn, "seq.number")
         return f"{year}{province}{self.config.channel_digit}{seq:015d}"

@@ -12,21 +12,7 @@ from decimal import Decimal, InvalidOperation
 from sqlalchemy import BigInteger, DateTime, String, Text
 from sqlalchemy.types import TypeDecorator
 
-FEN = Decimal("0.01")
-
-
-def to_fen(value: Decimal) -> int:
-    """Exact yuan → fen; refuses anything finer than a fen instead of rounding silently."""
-    if not isinstance(value, Decimal):
-        raise TypeError(f"money must be Decimal, got {type(value).__name__}")
-    fen = value * 100
-    if fen != fen.to_integral_value():
-        raise ValueError(f"{value} has more than 2 decimals")
-    return int(fen)
-
-
-def from_fen(fen: int) -> Decimal:
-    return (Decimal(fen) / 100).quantize(FEN)
+from app.engine.money import from_fen, to_fen
 
 
 class Money(TypeDecorator[Decimal]):
@@ -104,18 +90,3 @@ class EncryptedText(TypeDecorator[str]):
         from app.crypto import decrypt
 
         return None if value is None else decrypt(value)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def parse_iso_datetime(text: str) -> datetime:
-    """An RFC 3339 / ISO 8601 date-time as the order contract allows it, lower-case ``t`` and
-    ``z`` included (``datetime.fromisoformat`` reads neither); naive if the text has no offset.
-    Raises ValueError on what is not one."""
-    if len(text) > 10 and text[10] not in "Tt ":
-        raise ValueError(f"not a date-time: {text!r}")  # fromisoformat takes any separator
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    return datetime.fromisoformat(text[:10] + text[10:11].upper() + text[11:])
