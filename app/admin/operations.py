@@ -33,6 +33,7 @@ from app.admin.base import SecureView, audit
 from app.engine import lifecycle, pipeline
 from app.engine.clock import BEIJING, utcnow
 from app.engine.deadlines import open_alarms
+from app.engine.states import ISSUED_INVOICE
 from app.errors import KaipiaoError
 from app.jobs import outbox, queues
 from app.models import GatewayStatus, Invoice, InvoiceRequest, JobFailure, Order, OutboxMessage
@@ -40,7 +41,6 @@ from app.models import GatewayStatus, Invoice, InvoiceRequest, JobFailure, Order
 LIST_LIMIT = 100
 # Job functions that take a list of ids and can be re-created through the outbox.
 ID_JOBS = ("decide_requests", "issue_invoices", "poll_invoices")
-ISSUED_STATES = ("issued", "delivering", "delivered")
 REDIS_ERRORS = (redis.RedisError, OSError)
 
 
@@ -253,7 +253,7 @@ def credit_use(session: Session, now: datetime) -> CreditUse:
     start, end = month_bounds(now)
     total, count = session.execute(
         select(func.sum(Invoice.total), func.count()).where(
-            Invoice.color == "blue", Invoice.status.in_(ISSUED_STATES),
+            Invoice.color == "blue", Invoice.status.in_(ISSUED_INVOICE),
             Invoice.issued_at >= start, Invoice.issued_at < end)
     ).one()
     status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == pipeline.SCOPE))

@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from app import db, ledger
 from app.engine.clock import utcnow
+from app.engine.states import OPEN_REQUEST
 from app.models import InvoiceEvent, InvoiceRequest
 
 log = logging.getLogger(__name__)
-OPEN_STATES = ("received", "deciding", "waiting", "held", "failed", "issuing")
 LEVELS = (("passed", 1.0), ("80%", 0.8), ("50%", 0.5))  # strongest first
 
 
@@ -55,7 +55,7 @@ def check_deadlines(now: datetime | None = None) -> dict[str, int]:
     raised: dict[str, int] = {}
     with db.transaction() as session:
         requests = session.scalars(
-            select(InvoiceRequest).where(InvoiceRequest.status.in_(OPEN_STATES),
+            select(InvoiceRequest).where(InvoiceRequest.status.in_(OPEN_REQUEST),
                                          InvoiceRequest.deadline_at.is_not(None))
         ).all()
         for request in requests:
@@ -81,7 +81,7 @@ def open_alarms(session: Session, limit: int = 100) -> list[tuple[InvoiceRequest
     """Requests still open whose deadline raised an alarm (for the operations view)."""
     now = utcnow()
     rows = session.scalars(
-        select(InvoiceRequest).where(InvoiceRequest.status.in_(OPEN_STATES), InvoiceRequest.deadline_at.is_not(None))
+        select(InvoiceRequest).where(InvoiceRequest.status.in_(OPEN_REQUEST), InvoiceRequest.deadline_at.is_not(None))
         .order_by(InvoiceRequest.deadline_at).limit(limit * 5)
     ).all()
     out = [(r, level) for r in rows if (level := level_of(r, now))]

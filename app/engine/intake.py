@@ -29,6 +29,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import ledger
 from app.engine.clock import parse_iso_datetime, utcnow
 from app.engine.contract import parse_order
+from app.engine.states import DECIDABLE
 from app.errors import Problem, ValidationFailed
 from app.jobs import outbox
 from app.models import InvoiceRequest, Order, OrderLine, Refund, Shop
@@ -36,7 +37,6 @@ from app.models import InvoiceRequest, Order, OrderLine, Refund, Shop
 log = logging.getLogger(__name__)
 
 STATUS_RANK = {"created": 0, "paid": 1, "shipped": 2, "received": 3, "completed": 4, "cancelled": 5, "closed": 5}
-REDECIDE_FROM = ("received", "waiting", "held", "skipped", "failed")
 TIME_FIELDS = ("created_at", "paid_at", "shipped_at", "received_at")
 
 
@@ -311,7 +311,7 @@ def _update(session: Session, item: _Item, order: Order, request: InvoiceRequest
     _fill_order(order, item.shop, doc, item.digest, version)
     after.append(partial(_event, session, "order_updated", order, None, actor=actor,
                          data={"version": version, "status": doc["status"], "source": source}))
-    if request is not None and request.status in REDECIDE_FROM:
+    if request is not None and request.status in DECIDABLE:
         _fill_request(request, doc)
         # A new version: a decision made meanwhile from the old data fails its guarded write
         # (status and state_version) and is redone from this one.

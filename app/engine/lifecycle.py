@@ -1,29 +1,13 @@
-"""The explicit state machines of invoice requests and invoices.
+"""Writing the state machines' moves (the statuses and the transition table: app/engine/states.py).
 
 Every transition is a guarded UPDATE (``WHERE status IN (allowed sources)``): from the
 wrong state it changes nothing and raises ``InvalidTransition``. Each successful
 transition appends an event to the invoice log in the same transaction.
-
-Invoice request (one per order):
-
-    received ─► deciding ─┬─► waiting ──► deciding           (trigger or time reached)
-                          ├─► held ─────► deciding | skipped (a person resolves it)
-                          ├─► skipped
-                          └─► issuing ──► issued ─► delivering ─► delivered
-                                     └──► failed ──► deciding (a person retries)
-    issued / delivered ─► reversing ─► reversed  (red-letter, after-sales)
-
-Invoice (one per split part of an order):
-
-    ready ─► issuing ─┬─► pending ─► issued ─► delivering ─► delivered
-      ▲               ├─► unknown ─► (query) pending | issued | failed | ready
-      └── (transient, backoff) ┘    └─► failed
-    issued ─► red_pending ─► reversed
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,51 +18,20 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app import ledger
 from app.engine.clock import utcnow
+from app.engine.states import INVOICE_TRANSITIONS, REQUEST_TRANSITIONS, sources_of
 from app.errors import InvalidTransition, Problem
 from app.models import Invoice, InvoiceRequest
 
-REQUEST_TRANSITIONS: dict[str, set[str]] = {
-    "received": {"deciding", "skipped"},
-    "deciding": {"waiting", "held", "skipped", "issuing", "failed"},
-    "waiting": {"deciding", "skipped"},
-    "held": {"deciding", "skipped"},
-    "skipped": {"deciding"},
-    "issuing": {"issued", "failed", "held"},
-    "failed": {"deciding", "skipped", "issuing"},
-    "issued": {"delivering", "reversing"},
-    "delivering": {"delivered", "issued"},
-    "delivered": {"reversing"},
-    "reversing": {"reversed", "issued"},
-    "reversed": {"deciding"},
-}
 
-INVOICE_TRANSITIONS: dict[str, set[str]] = {
-    "ready": {"issuing", "failed", "cancelled"},
-    "issuing": {"pending", "issued", "unknown", "failed", "ready"},
-    "pending": {"issued", "failed", "unknown", "pending"},
-    "unknown": {"pending", "issued", "failed", "ready"},
-    "issued": {"delivering", "red_pending"},
-    "delivering": {"delivered", "issued"},
-    "delivered": {"red_pending"},
-    "red_pending": {"reversed", "issued"},
-    "failed": {"ready", "cancelled"},
-    "reversed": set(),
-    "cancelled": set(),
-}
-
-REQUEST_STATES = frozenset(REQUEST_TRANSITIONS)
-INVOICE_STATES = frozenset(INVOICE_TRANSITIONS)
+def _allowed(table: Mapping[Any, frozenset[Any]], to: str) -> list[str]:
+    return sorted(sources_of(table, to))
 
 
-def sources_of(table: dict[str, set[str]], target: str) -> list[str]:
-    return sorted(state for state, targets in table.items() if target in targets)
-
-
-def _guarded(session: Session, model: type, table: dict[str, set[str]], obj_id: int, to: str,
+def _guarded(session: Session, model: type, table: Mapping[Any, frozenset[Any]], obj_id: int, to: str,
              expect: str | None, values: dict[str, Any], expect_version: int | None = None) -> str:
     if to not in table:
         raise ValueError(f"unknown state {to!r} for {model.__tablename__}")
-    allowed = sources_of(table, to)
+    allowed = _allowed(table, to)
     if expect is not None:
         if expect not in allowed:
             raise InvalidTransition(Problem("status", "invalid_transition", f"{expect} → {to} is not a transition"))
@@ -127,13 +80,13 @@ class Batch:
         self.session = session
         self.moves: dict[tuple[str, int], _Move] = {}
 
-    def move(self, obj: Any, table: dict[str, set[str]], to: str, expect: str | None,
+    def move(self, obj: Any, table: Mapping[Any, frozenset[Any]], to: str, expect: str | None,
              expect_version: int | None, values: dict[str, Any]) -> str:
         model = type(obj)
         if to not in table:
             raise ValueError(f"unknown state {to!r} for {model.__tablename__}")
         current = obj.status
-        allowed = sources_of(table, to)
+        allowed = _allowed(table, to)
         if (expect is not None and expect != current) or current not in allowed or (
                 expect_version is not None and expect_version != obj.state_version):
             raise InvalidTransition(Problem(

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
 from app.engine.clock import utcnow
+from app.engine.states import InvoiceStatus
 from app.models.types import ExactDecimal, Money, UTCDateTime
 
 COLORS = ("blue", "red")
@@ -25,7 +26,7 @@ class Invoice(Base):
     seller_entity_id: Mapped[int | None] = mapped_column(ForeignKey("seller_entity.id"))
     color: Mapped[str] = mapped_column(String(4), default="blue")
     kind: Mapped[str] = mapped_column(String(10), default="normal")
-    status: Mapped[str] = mapped_column(String(20), default="draft", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=InvoiceStatus.READY, index=True)
     state_version: Mapped[int] = mapped_column(Integer, default=0)
     # Our request serial (发票请求流水号), stored before the gateway is called: the
     # idempotency key with the tax provider.

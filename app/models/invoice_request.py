@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
 from app.engine.clock import utcnow
+from app.engine.states import RequestStatus
 from app.models.types import UTCDateTime
 
 TITLE_TYPES = ("personal", "enterprise", "non_enterprise")
@@ -38,8 +39,8 @@ class InvoiceRequest(Base):
     requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    # Lifecycle (see app/engine/lifecycle.py); guarded transitions bump state_version.
-    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    # Lifecycle (app/engine/states.py); guarded transitions bump state_version.
+    status: Mapped[str] = mapped_column(String(20), default=RequestStatus.RECEIVED, index=True)
     state_version: Mapped[int] = mapped_column(Integer, default=0)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     rules_version: Mapped[str | None] = mapped_column(String(80))

@@ -1,0 +1,34 @@
+"""The state machines: one table each, every named group of statuses derived from it."""
+
+from __future__ import annotations
+
+from app.engine.states import (
+    DECIDABLE,
+    INVOICE_TRANSITIONS,
+    REDECIDABLE_BY_HAND,
+    REQUEST_TRANSITIONS,
+    InvoiceStatus,
+    RequestStatus,
+    may_move,
+    sources_of,
+)
+
+
+def test_every_status_has_a_row_and_every_target_is_a_status() -> None:
+    for table, statuses in ((REQUEST_TRANSITIONS, RequestStatus), (INVOICE_TRANSITIONS, InvoiceStatus)):
+        assert set(table) == set(statuses)
+        assert all(target in statuses for targets in table.values() for target in targets)
+
+
+def test_groups_are_derived_from_the_table() -> None:
+    assert sources_of(REQUEST_TRANSITIONS, RequestStatus.DECIDING) == DECIDABLE
+    assert DECIDABLE == {"received", "waiting", "held", "skipped", "failed"}
+    assert REDECIDABLE_BY_HAND == {"waiting", "held", "skipped", "failed"}
+
+
+def test_statuses_are_their_database_strings() -> None:
+    assert RequestStatus.HELD == "held" and f"{InvoiceStatus.RED_PENDING}" == "red_pending"
+    assert may_move(INVOICE_TRANSITIONS, "ready", InvoiceStatus.ISSUING)
+    assert not may_move(INVOICE_TRANSITIONS, "issued", InvoiceStatus.READY)
+    # A re-issue (换开) is a new request: a reversed one is never decided again.
+    assert REQUEST_TRANSITIONS[RequestStatus.REVERSED] == frozenset()
