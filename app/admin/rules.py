@@ -37,7 +37,7 @@ from app.admin.base import SecureView, audit
 from app.admin.operations import local_time
 from app.auth import user_may
 from app.engine.clock import BEIJING
-from app.engine.contract import parse_order, validate_order
+from app.engine.contract import parse_order
 from app.engine.shop_context import compose_for, find_shop, seller_for, seller_party
 from app.errors import KaipiaoError, Problem, ValidationFailed
 from app.models import Merchant, Order, Shop
@@ -277,17 +277,18 @@ def dry_run(session: Session, version: RuleSetVersion, order: Any, shop: Shop | 
     Raises ValidationFailed (with paths) for a bad order or a version that no longer compiles."""
     if not isinstance(order, dict):
         raise ValidationFailed(Problem("order", "invalid", "an order must be a JSON object"))
-    problems = validate_order(order)
-    if problems:
+    try:
+        parsed = parse_order(order)
+    except ValidationFailed as exc:
         raise ValidationFailed([Problem(f"order.{p.path}" if p.path else "order", p.code, p.message)
-                                for p in problems])
+                                for p in exc.problems]) from None
     compiled = compile_version(version)
     try:
-        decision = decide(order, ruleset=compiled, now=now)
+        decision = decide(parsed, ruleset=compiled, now=now)
     except RuleEngineError as exc:  # the engine failed for this order: shown, never a 500
         raise ValidationFailed(Problem("rules", "engine_error", str(exc)[:300])) from exc
     options = {**(decision.options or {}), **((shop.options or {}) if shop else {})}  # as compose_for merges
-    draft = compose_for(session, order, shop, decision)
+    draft = compose_for(session, parsed, shop, decision)
     return DryRun(decision=decision.as_dict(full=True), options=options, draft=draft,
                   face=render_html(draft, standalone=False), shop=shop, note=note)
 
@@ -375,10 +376,10 @@ class Replay:
         return self.changed > len(self.rows)
 
 
-def _outcome(session: Session, order: dict[str, Any], parsed: Any, shop: Shop, compiled: CompiledRuleSet,
+def _outcome(session: Session, parsed: Any, shop: Shop, compiled: CompiledRuleSet,
              now: datetime, sellers: dict[tuple[int, str | None], dict[str, Any] | None]) -> Outcome:
     try:
-        decision = decide(order, ruleset=compiled, now=now)
+        decision = decide(parsed, ruleset=compiled, now=now)
     except (KaipiaoError, RuleEngineError) as exc:
         return _error_outcome(compiled.label, exc)
     # The seller party per (shop, routed code) is looked up once: compose_for would query it per order.
@@ -459,9 +460,9 @@ def replay(session: Session, version: RuleSetVersion, limit: int, *, now: dateti
             before = _error_outcome(before_rs.label, exc)
             after = before if after_rs is before_rs else _error_outcome(after_rs.label, exc)
         else:
-            before = _outcome(session, document, parsed, shop, before_rs, now, sellers)
+            before = _outcome(session, parsed, shop, before_rs, now, sellers)
             after = (before if after_rs is before_rs
-                     else _outcome(session, document, parsed, shop, after_rs, now, sellers))
+                     else _outcome(session, parsed, shop, after_rs, now, sellers))
         if after_rs is before_rs:
             result.unaffected += 1
         result.orders += 1

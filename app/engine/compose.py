@@ -173,21 +173,6 @@ def _reason(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-def default_decision(order: Order) -> dict[str, Any]:
-    """Stand-in for the rules engine: issue when the buyer asked, skip when there is nothing to do."""
-    if order.status in ("cancelled", "closed"):
-        return {"action": "skip", "reasons": [_reason("order_cancelled", "订单已取消或关闭")]}
-    if order.invoice_request is None:
-        return {"action": "skip", "reasons": [_reason("not_requested", "买家未申请发票")]}
-    if order.status == "created":
-        return {"action": "wait", "reasons": [_reason("not_paid", "订单尚未付款")]}
-    if any(r.status == "pending" for r in order.refunds):
-        return {"action": "wait", "reasons": [_reason("refund_pending", "有退款处理中, 结束后再开票")]}
-    if order.status in ("received", "completed"):
-        return {"action": "issue", "reasons": [_reason("buyer_requested", "买家已申请发票且已确认收货")]}
-    return {"action": "issue", "reasons": [_reason("buyer_requested", "买家已申请发票")]}
-
-
 @dataclass(slots=True)
 class _Item:
     index: int
@@ -469,8 +454,8 @@ def _kind_holds(kind: str, buyer: Mapping[str, Any], items: list[_Item], compose
 
 
 def _decision(order: Order, decision: Mapping[str, Any] | None) -> dict[str, Any]:
-    if decision is None:
-        return default_decision(order)
+    if decision is None:  # composing only: the caller decided (the rules live in app/rules)
+        decision = {"action": "issue"}
     if not isinstance(decision, Mapping) or decision.get("action") not in ACTIONS:
         raise ValidationFailed(Problem("decision.action", "invalid", f"must be one of: {', '.join(ACTIONS)}"))
     out: dict[str, Any] = {"action": decision["action"], "reasons": [dict(r) for r in decision.get("reasons") or []]}
@@ -496,7 +481,7 @@ def compose_draft(
 
     ``order`` is a contract document (validated here) or an already parsed ``Order`` (fast
     path). ``decision`` is the rules' decision (its ``options`` apply under ``options``);
-    without one a stand-in default decides. Raises ``ValidationFailed`` for bad input;
+    without one the order is composed as if the rules said "issue". Raises ``ValidationFailed`` for bad input;
     things a person must look at become ``decision.action == "hold"`` with reasons.
     """
     parsed = order if isinstance(order, Order) else parse_order(order)

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import fastjsonschema
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError as SchemaError
 
-from app.engine.clock import parse_iso_datetime
+from app.engine.clock import BEIJING, parse_iso_datetime
 from app.engine.money import line_gross
 from app.engine.taxid import check_tax_id
 from app.errors import Problem, ValidationFailed
@@ -264,6 +265,7 @@ class InvoiceRequest:
     email: str | None = None
     mobile: str | None = None
     platform_request_id: str | None = None
+    requested_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,31 +284,54 @@ class Order:
     invoice_amount: Decimal | None = None
     refunds: tuple[Refund, ...] = ()
     remark: str | None = None
-    paid_at: str | None = None
-    received_at: str | None = None
+    created_at: datetime | None = None
+    paid_at: datetime | None = None
+    shipped_at: datetime | None = None
+    received_at: datetime | None = None
+    buyer_nick: str | None = None
+    buyer_email: str | None = None
     extensions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """platform:shop:order, the order's identity across Kaipiao."""
+        return f"{self.platform}:{self.shop_id}:{self.order_id}"
 
 
 _ZERO = Decimal("0.00")
 
 
 def _dec(value: str | None, default: Decimal | None = _ZERO) -> Decimal | None:
-    return Decimal(value) if value is not None else default
+    if value is None:
+        return default
+    if isinstance(value, float):  # a binary fraction is not an amount: the document left the contract
+        raise TypeError(f"money and quantities must be decimal strings, not float {value!r}")
+    return Decimal(value)
 
 
-def _build(doc: Mapping[str, Any]) -> Order:
+def _time(value: str | None) -> datetime | None:
+    """An aware datetime; a naive one (only from documents that skipped validation) is Beijing time."""
+    if not value:
+        return None
+    moment = parse_iso_datetime(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=BEIJING)
+
+
+def build_order(doc: Mapping[str, Any]) -> Order:
+    """The ``Order`` of a document, without any validation: raises KeyError, TypeError or
+    ValueError where the document does not fit (``parse_order`` turns those into problems)."""
     lines = tuple(
         OrderLine(
             line_id=ln["line_id"],
             name=ln["name"],
-            quantity=Decimal(ln["quantity"]),
-            unit_price=Decimal(ln["unit_price"]),
+            quantity=_dec(ln["quantity"]),  # type: ignore[arg-type]
+            unit_price=_dec(ln["unit_price"]),  # type: ignore[arg-type]
             sku=ln.get("sku"),
             category=ln.get("category"),
             spec=ln.get("spec"),
             unit=ln.get("unit"),
-            discount=Decimal(ln.get("discount", "0.00")),
-            platform_discount=Decimal(ln.get("platform_discount", "0.00")),
+            discount=_dec(ln.get("discount")),  # type: ignore[arg-type]
+            platform_discount=_dec(ln.get("platform_discount")),  # type: ignore[arg-type]
             is_gift=bool(ln.get("is_gift", False)),
             tax_code=ln.get("tax_code"),
             tax_rate=_dec(ln.get("tax_rate"), None),
@@ -325,11 +350,13 @@ def _build(doc: Mapping[str, Any]) -> Order:
             natural_person=bool(request.get("natural_person", False)),
             **{k: request.get(k) or None for k in (
                 "id_number", "address", "phone", "bank", "account", "email", "mobile", "platform_request_id")},
+            requested_at=_time(request.get("requested_at")),
         )
+    buyer = doc.get("buyer") or {}
     refunds = tuple(
         Refund(
             refund_id=r["refund_id"],
-            amount=Decimal(r["amount"]),
+            amount=_dec(r["amount"]),  # type: ignore[arg-type]
             status=r["status"],
             line_id=r.get("line_id"),
             quantity=_dec(r.get("quantity"), None),
@@ -352,8 +379,12 @@ def _build(doc: Mapping[str, Any]) -> Order:
         invoice_amount=_dec(doc.get("invoice_amount"), None),
         refunds=refunds,
         remark=doc.get("remark"),
-        paid_at=doc.get("paid_at"),
-        received_at=doc.get("received_at"),
+        created_at=_time(doc.get("created_at")),
+        paid_at=_time(doc.get("paid_at")),
+        shipped_at=_time(doc.get("shipped_at")),
+        received_at=_time(doc.get("received_at")),
+        buyer_nick=buyer.get("nick") or None,
+        buyer_email=buyer.get("email") or None,
         extensions=dict(doc.get("extensions") or {}),
     )
 
@@ -453,7 +484,7 @@ def _check_and_build(doc: Any) -> tuple[list[Problem], Order | None]:
         problems = _schema_problems(order_validator(), ORDER_SCHEMA_PATH, doc)
         if problems:
             return problems, None
-    order = _build(doc)
+    order = build_order(doc)
     return semantic_problems(order), order
 
 
@@ -475,7 +506,7 @@ def parse_order(doc: Any, *, validate: bool = True) -> Order:
             raise ValidationFailed(problems)
         return order
     try:
-        return _build(doc)
+        return build_order(doc)
     except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError):
         raise ValidationFailed(
             Problem("", "invalid", "the order does not match the contract; validate it first")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,15 +21,6 @@ from app.models import InvoiceEvent, InvoiceRequest
 
 log = logging.getLogger(__name__)
 LEVELS = (("passed", 1.0), ("80%", 0.8), ("50%", 0.5))  # strongest first
-
-
-def deadline_for(order: dict[str, Any], ruleset) -> datetime | None:
-    """The deadline under ``ruleset`` (a compiled app.rules RuleSet; None = shipped default)."""
-    from app.rules import default_ruleset
-    from app.rules.facts import deadline_at, order_times
-
-    rs = ruleset or default_ruleset()
-    return deadline_at(order, order_times(order), rs.parsed.deadlines)
 
 
 def _window_start(request: InvoiceRequest) -> datetime | None:

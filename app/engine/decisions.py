@@ -80,7 +80,7 @@ def ruleset_for(session: Session, shop: Shop | None):
     return compiled
 
 
-def decide_order(session: Session, order_doc: dict[str, Any], shop: Shop | None, *, now: datetime | None = None):
+def decide_order(session: Session, order: Any, shop: Shop | None, *, now: datetime | None = None):
     from app.rules import decide
 
-    return decide(order_doc, ruleset=ruleset_for(session, shop), now=now)
+    return decide(order, ruleset=ruleset_for(session, shop), now=now)

@@ -31,7 +31,7 @@ def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: 
                   *, user: Any = None, session=None, use_database: bool = True,
                   now: datetime | None = None) -> dict[str, Any]:
     """The draft for ``order``; raises ``ValidationFailed`` on bad input (never another error)."""
-    from app.engine.contract import parse_order, validate_order
+    from app.engine.contract import parse_order
     from app.engine.shop_context import compose_for, decide_for, find_shop
 
     if not isinstance(order, Mapping):
@@ -40,10 +40,11 @@ def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: 
         raise ValidationFailed(Problem("seller", "invalid", "seller must be an object"))
     if options is not None and not isinstance(options, Mapping):
         raise ValidationFailed(Problem("options", "invalid", "options must be an object"))
-    problems = validate_order(dict(order))
-    if problems:
+    try:
+        parsed = parse_order(dict(order))
+    except ValidationFailed as exc:
         raise ValidationFailed([Problem(f"order.{p.path}" if p.path else "order", p.code, p.message)
-                                for p in problems])
+                                for p in exc.problems]) from None
     shop = None
     if use_database and (user is None or getattr(user, "is_authenticated", False)):
         if session is None:
@@ -66,7 +67,5 @@ def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: 
         session_for_rules = None
     else:
         session_for_rules = session
-    decision = decide_for(session_for_rules, order, shop, now=now)
-    # Validated above: compose from the parsed order without a second schema pass.
-    return compose_for(session_for_rules, parse_order(dict(order), validate=False), shop, decision,
-                       seller=seller, options=options)
+    decision = decide_for(session_for_rules, parsed, shop, now=now)
+    return compose_for(session_for_rules, parsed, shop, decision, seller=seller, options=options)

@@ -70,11 +70,11 @@ def compose_for(session: Session | None, order: Mapping[str, Any] | Order, shop:
     return draft
 
 
-def decide_for(session: Session | None, order: Mapping[str, Any], shop: Shop | None, now: datetime | None = None):
+def decide_for(session: Session | None, order: Order, shop: Shop | None, now: datetime | None = None):
     from app.engine.decisions import decide_order
 
     if session is None:
         from app.rules import decide
 
-        return decide(dict(order), now=now)
-    return decide_order(session, dict(order), shop, now=now)
+        return decide(order, now=now)
+    return decide_order(session, order, shop, now=now)

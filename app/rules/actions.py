@@ -123,6 +123,7 @@ ACTIONS: dict[str, dict[str, tuple[bool, Check]]] = {
     "issue": {"reason": (False, _text(200)), "code": (False, _CODE_CHECK)},
     "skip": {"reason": (True, _text(200)), "code": (False, _CODE_CHECK)},
     "hold": {"reason": (True, _text(200)), "code": (False, _CODE_CHECK)},
+    "wait": {"reason": (True, _text(200)), "code": (False, _CODE_CHECK)},
     "wait_for": {
         "event": (True, _enum(*WAIT_EVENTS)),
         "delay": (False, _duration),

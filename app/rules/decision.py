@@ -85,7 +85,7 @@ def build_decision(
     for rule in ordered:
         for action in rule.actions:
             name, p = action.name, action.params
-            if name in ("skip", "hold"):
+            if name in ("skip", "hold", "wait"):
                 verdicts[name].append(_reason(p.get("code", rule.id), p["reason"], rule.id))
             elif name == "issue":
                 verdicts["issue"].append(_reason(p.get("code", rule.id), p.get("reason", "issue"), rule.id))

@@ -1,7 +1,8 @@
-"""The order fact: a flat, JSON-number-safe view of a contract order that rules test.
+"""The order fact: a flat, JSON-number-safe view of a parsed order (app.engine.contract)
+that rules test.
 
 durable-rules compares numbers as C doubles, so money is integer fen and rates integer basis
-points; everything is computed here with Decimal. A field whose value is unknown (e.g.
+points; the amounts come from app.engine.amounts, computed in Decimal. A field whose value is unknown (e.g.
 ``days_since_shipped`` before shipment, ``hours_to_deadline`` without a deadline) is *absent*:
 durable-rules evaluates any comparison on an absent field as false (``$neq`` included).
 """
@@ -12,15 +13,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from app.engine.clock import BEIJING, parse_iso_datetime
+from app.engine.amounts import line_net, order_totals
+from app.engine.clock import BEIJING
+from app.engine.contract import Order, build_order
+from app.engine.money import to_fen
 from app.engine.taxid import check_tax_id
 from app.errors import ValidationFailed
 from app.rules.durations import parse_duration
-
-FEN = Decimal("0.01")
 
 # Every fact carries this marker and every compiled condition requires it: durable-rules also
 # matches conditions against its own session-state messages, so a rule that could match
@@ -106,39 +107,25 @@ _AFTER = {
 }
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """ISO 8601 → aware datetime; a naive time is taken as Beijing time (the business clock)."""
-    if not value:
-        return None
-    dt = parse_iso_datetime(value)
-    return dt if dt.tzinfo else dt.replace(tzinfo=BEIJING)
-
-
-def order_times(order: Mapping[str, Any]) -> OrderTimes:
-    status = order.get("status", "")
-    request = order.get("invoice_request") or {}
-    paid_at, shipped_at, received_at = (
-        parse_time(order.get(f"{e}_at")) for e in ("paid", "shipped", "received")
-    )
+def order_times(order: Order) -> OrderTimes:
+    status = order.status
     return OrderTimes(
-        paid_at=paid_at,
-        shipped_at=shipped_at,
-        received_at=received_at,
-        requested_at=parse_time(request.get("requested_at")),
-        paid=paid_at is not None or status in _AFTER["paid"],
-        shipped=shipped_at is not None or status in _AFTER["shipped"],
-        received=received_at is not None or status in _AFTER["received"],
+        paid_at=order.paid_at,
+        shipped_at=order.shipped_at,
+        received_at=order.received_at,
+        requested_at=order.invoice_request.requested_at if order.invoice_request else None,
+        paid=order.paid_at is not None or status in _AFTER["paid"],
+        shipped=order.shipped_at is not None or status in _AFTER["shipped"],
+        received=order.received_at is not None or status in _AFTER["received"],
     )
 
 
-def deadline_at(
-    order: Mapping[str, Any], times: OrderTimes, deadlines: Mapping[str, Any] | None
-) -> datetime | None:
+def deadline_at(order: Order, times: OrderTimes, deadlines: Mapping[str, Any] | None) -> datetime | None:
     """When the platform's invoicing countdown ends: it runs from the buyer's request (its
     requested_at, else payment); orders nobody asked an invoice for have no deadline."""
-    if not deadlines or not order.get("invoice_request"):
+    if not deadlines or order.invoice_request is None:
         return None
-    limit = deadlines.get(order.get("platform"))
+    limit = deadlines.get(order.platform)
     if limit is None:
         return None
     start = times.requested_at or times.paid_at
@@ -148,98 +135,75 @@ def deadline_at(
 
 
 def order_fact(
-    order: Mapping[str, Any], now: datetime, deadlines: Mapping[str, Any] | None = None
+    order: Order | Mapping[str, Any], now: datetime, deadlines: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The fact rules are evaluated on (see FACT_FIELDS / LINE_FIELDS and docs/rules.md)."""
-    return build_fact(order, now, deadlines)[0]
+    return build_fact(order if isinstance(order, Order) else build_order(order), now, deadlines)[0]
 
 
 def build_fact(
-    order: Mapping[str, Any], now: datetime, deadlines: Mapping[str, Any] | None
+    order: Order, now: datetime, deadlines: Mapping[str, Any] | None
 ) -> tuple[dict[str, Any], OrderTimes, datetime | None]:
-    """order_fact plus the parsed times and deadline, which decision building reuses."""
+    """order_fact plus the times and deadline, which decision building reuses."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     times = order_times(order)
-    request = order.get("invoice_request") or None
-    buyer = order.get("buyer") or {}
-    status = order.get("status", "")
+    request = order.invoice_request
+    totals = order_totals(order)
 
     lines_out: list[dict[str, Any]] = []
-    goods_fen = 0
     has_gift = False
     line_platform_discount = False
-    for line in order.get("lines") or ():
-        gross = _fen(_dec(line.get("quantity", "0")) * _dec(line.get("unit_price", "0"))) - _fen_of(
-            line.get("discount")
-        )
-        is_gift = bool(line.get("is_gift", False))
-        has_gift = has_gift or is_gift
-        line_platform_discount = line_platform_discount or _fen_of(line.get("platform_discount")) > 0
+    for line in order.lines:
+        has_gift = has_gift or line.is_gift
+        line_platform_discount = line_platform_discount or line.platform_discount > 0
         item: dict[str, Any] = {
-            "sku": line.get("sku", ""),
-            "category": line.get("category", ""),
-            "name": line.get("name", ""),
-            "gross_fen": gross,
-            "is_gift": is_gift,
-            "has_tax_code": bool(line.get("tax_code")),
+            "sku": line.sku or "",
+            "category": line.category or "",
+            "name": line.name,
+            "gross_fen": to_fen(line_net(line.quantity, line.unit_price, line.discount)),
+            "is_gift": line.is_gift,
+            "has_tax_code": bool(line.tax_code),
         }
-        if line.get("tax_rate") is not None:
-            item["rate_bp"] = int(_dec(line["tax_rate"]) * 10000)
+        if line.tax_rate is not None:
+            item["rate_bp"] = int(line.tax_rate * 10000)
         lines_out.append(item)
-        if not is_gift:  # gifts are given away: their 100 % discount line nets them to zero
-            goods_fen += gross
 
-    base_fen = (
-        goods_fen
-        - _fen_of(order.get("order_discount"))
-        + _fen_of(order.get("shipping_fee"))
-        - _fen_of(order.get("stored_value_paid"))
-    )
-    refunds = order.get("refunds") or ()
-    refunded_fen = sum(_fen_of(r.get("amount")) for r in refunds if r.get("status") == "success")
-    platform_fen = _fen_of(order.get("platform_discount"))
-    paid_fen = _fen_of(order["paid_amount"]) if order.get("paid_amount") is not None else None
-    # Full refund = the buyer got back what they paid (platform-funded parts were never theirs).
-    paid_basis = paid_fen if paid_fen is not None else base_fen - platform_fen
+    refunded_fen = to_fen(totals.refunded)
     if refunded_fen <= 0:
         refund_state = "none"
-    elif refunded_fen >= paid_basis:
+    elif refunded_fen >= to_fen(totals.refund_basis):
         refund_state = "full"
     else:
         refund_state = "partial"
-    if order.get("invoice_amount") is not None:
-        amount_fen = _fen_of(order["invoice_amount"])
-    else:
-        amount_fen = max(0, base_fen - refunded_fen)
 
-    tax_id = (request or {}).get("tax_id") or ""
-    wellformed, checksum_ok = _tax_id_flags(tax_id) if tax_id.strip() else (False, False)
-    title = (request or {}).get("title") or ""
+    tax_id = (request.tax_id or "").strip() if request else ""
+    wellformed, checksum_ok = _tax_id_flags(tax_id) if tax_id else (False, False)
+    title = request.title if request else ""
     fact: dict[str, Any] = {
         GUARD_FIELD: GUARD_VALUE,
-        "platform": order.get("platform", ""),
-        "shop": order.get("shop_id", ""),
-        "status": status,
+        "platform": order.platform,
+        "shop": order.shop_id,
+        "status": order.status,
         "has_request": request is not None,
-        "title_type": request.get("title_type", "none") if request else "none",
-        "kind": request.get("kind", "none") if request else "none",
-        "amount_fen": amount_fen,
-        "has_tax_id": bool(tax_id.strip()),
+        "title_type": request.title_type if request else "none",
+        "kind": request.kind if request else "none",
+        "amount_fen": to_fen(totals.invoiceable),
+        "has_tax_id": bool(tax_id),
         "tax_id_valid": wellformed and checksum_ok,
         "tax_id_wellformed": wellformed,
         "line_count": len(lines_out),
         "has_gift": has_gift,
-        "has_platform_discount": platform_fen > 0 or line_platform_discount,
+        "has_platform_discount": totals.platform_discount > 0 or line_platform_discount,
         "refund_state": refund_state,
-        "refund_pending": any(r.get("status") == "pending" for r in refunds),
+        "refund_pending": any(r.status == "pending" for r in order.refunds),
         "is_received": times.received,
         "title_length": len(title),
-        "buyer_email_present": bool((request or {}).get("email") or buyer.get("email")),
+        "buyer_email_present": bool((request.email if request else None) or order.buyer_email),
         "lines": lines_out,
     }
-    if paid_fen is not None:
-        fact["paid_fen"] = paid_fen
+    if totals.paid_given is not None:
+        fact["paid_fen"] = to_fen(totals.paid_given)
     if times.paid_at is not None:
         fact["days_since_paid"] = _calendar_days(times.paid_at, now)
     if times.shipped_at is not None:
@@ -253,20 +217,6 @@ def build_fact(
 def _calendar_days(then: datetime, now: datetime) -> int:
     # Business dates are Beijing dates: paid 23:50 and evaluated 00:10 next day = 1 day.
     return (now.astimezone(BEIJING).date() - then.astimezone(BEIJING).date()).days
-
-
-def _dec(value: Any) -> Decimal:
-    if isinstance(value, float):
-        raise TypeError("money and quantities must be decimal strings, not float")
-    return Decimal(str(value))
-
-
-def _fen(value: Decimal) -> int:
-    return int(value.quantize(FEN, rounding=ROUND_HALF_UP) * 100)
-
-
-def _fen_of(value: Any) -> int:
-    return 0 if value is None or value == "" else _fen(_dec(value))
 
 
 def _tax_id_flags(value: str) -> tuple[bool, bool]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import InvalidOperation
@@ -14,10 +15,11 @@ from typing import Any
 
 import yaml
 
+from app.engine.contract import Order, build_order
 from app.errors import Problem, ValidationFailed
 from app.rules.decision import Decision, build_decision
 from app.rules.engine import get_evaluator
-from app.rules.facts import build_fact
+from app.rules.facts import build_fact, deadline_at, order_times
 from app.rules.validate import ParsedRule, ParsedRuleSet, parse_ruleset
 
 DEFAULT_FILE = "default.yaml"
@@ -108,18 +110,15 @@ def default_ruleset() -> RuleSet:
     return _default
 
 
-def order_key(order: dict[str, Any]) -> str:
-    return f"{order.get('platform', '')}:{order.get('shop_id', '')}:{order.get('order_id', '')}"
-
-
 def decide(
-    order: dict[str, Any],
+    order: Order | Mapping[str, Any],
     *,
     ruleset: dict[str, Any] | RuleSet | None = None,
     now: datetime | None = None,
 ) -> Decision:
-    """Decide what to do with ``order`` (a contract order) under ``ruleset``
-    (None: the shipped default). ``now`` must be aware; defaults to the current time."""
+    """Decide what to do with ``order`` (a parsed order, or a contract document, which is
+    read with the contract's one parser) under ``ruleset`` (None: the shipped default).
+    ``now`` must be aware; defaults to the current time."""
     if ruleset is None:
         rs = default_ruleset()
     elif isinstance(ruleset, RuleSet):
@@ -129,14 +128,22 @@ def decide(
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    if not isinstance(order, dict) or not order.get("order_id"):
-        raise ValidationFailed(Problem("order", "bad_order", "an order object with order_id is required"))
-    try:
-        fact, times, deadline = build_fact(order, now, rs.parsed.deadlines)
-    except (ValueError, TypeError, InvalidOperation, KeyError) as exc:
-        raise ValidationFailed(Problem("order", "bad_order", f"cannot read order: {exc}")) from exc
-    matched = get_evaluator().matched(rs.engine_name, order_key(order), fact)
+    if not isinstance(order, Order):
+        if not isinstance(order, Mapping) or not order.get("order_id"):
+            raise ValidationFailed(Problem("order", "bad_order", "an order object with order_id is required"))
+        try:
+            order = build_order(order)
+        except (ValueError, TypeError, InvalidOperation, KeyError, AttributeError) as exc:
+            raise ValidationFailed(Problem("order", "bad_order", f"cannot read order: {exc}")) from exc
+    fact, times, deadline = build_fact(order, now, rs.parsed.deadlines)
+    matched = get_evaluator().matched(rs.engine_name, order.key, fact)
     fired = [rs.enabled[i] for i in sorted(set(matched))]
     return build_decision(
         fired, default=rs.parsed.default, rules_version=rs.label, times=times, deadline=deadline, now=now
     )
+
+
+def deadline_for(order: Order, ruleset: RuleSet | None) -> datetime | None:
+    """The platform deadline of ``order`` under ``ruleset`` (None: the shipped default)."""
+    rs = ruleset or default_ruleset()
+    return deadline_at(order, order_times(order), rs.parsed.deadlines)

@@ -93,6 +93,13 @@ def test_fully_refunded_is_skipped_partially_refunded_is_issued() -> None:
     assert decide(part, now=NOW).action == "issue"
 
 
+def test_a_refund_in_progress_waits_for_the_next_update() -> None:
+    pending = gen_order(refunds=[{"refund_id": "r", "amount": "59.90", "status": "pending", "line_id": "2"}])
+    d = decide(pending, now=NOW)
+    assert d.action == "wait" and d.issue_after is None
+    assert [r["code"] for r in d.reasons] == ["refund_pending"]
+
+
 def test_not_requested_is_skipped_by_default() -> None:
     d = decide(gen_order(invoice_request=None), now=NOW)
     assert (
