@@ -27,7 +27,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import ledger
+from app.engine.amounts import order_totals
 from app.engine.clock import parse_iso_datetime, utcnow
+from app.engine.contract import Order as ParsedOrder
 from app.engine.contract import parse_order
 from app.engine.states import DECIDABLE
 from app.errors import Problem, ValidationFailed
@@ -119,6 +121,7 @@ class _Item:
     index: int
     key: str
     doc: dict[str, Any]
+    order: ParsedOrder
     shop: Shop
     digest: str
     version: str
@@ -130,7 +133,7 @@ class _Item:
 
 def _check(session: Session, shops: dict[tuple[str, str], Shop | None], index: int, key: str | None,
            doc: Any) -> _Item:
-    parse_order(doc)  # contract + semantic checks; raises ValidationFailed
+    parsed = parse_order(doc)  # contract + semantic checks; raises ValidationFailed
     shop_key = (doc["platform"], doc["shop_id"])
     if shop_key not in shops:
         shops[shop_key] = session.scalar(select(Shop).where(Shop.platform == shop_key[0],
@@ -140,7 +143,7 @@ def _check(session: Session, shops: dict[tuple[str, str], Shop | None], index: i
         raise ValidationFailed(Problem("shop_id", "unknown_shop",
                                        f"{doc['platform']} shop {doc['shop_id']!r} is not configured in Kaipiao"))
     _check_times(doc)
-    return _Item(index, key or "", doc, shop, document_hash(doc), source_version(doc))
+    return _Item(index, key or "", doc, parsed, shop, document_hash(doc), source_version(doc))
 
 
 def _check_times(doc: dict[str, Any]) -> None:
@@ -287,7 +290,7 @@ def _create(session: Session, item: _Item, after: list[Callable[[], Any]], *, so
             actor: str) -> tuple[Order, InvoiceRequest]:
     doc = item.doc
     order = Order(platform=doc["platform"], shop_code=doc["shop_id"], order_no=doc["order_id"])
-    _fill_order(order, item.shop, doc, item.digest, item.version)
+    _fill_order(order, item, item.version)
     request = InvoiceRequest(order=order, status="received", queued_at=utcnow())  # order_pk set at flush
     _fill_request(request, doc)
     session.add(order)
@@ -308,7 +311,7 @@ def _update(session: Session, item: _Item, order: Order, request: InvoiceRequest
                              data={"incoming_version": version, "stored_version": order.source_version,
                                    "source": source}))
         return "stale"
-    _fill_order(order, item.shop, doc, item.digest, version)
+    _fill_order(order, item, version)
     after.append(partial(_event, session, "order_updated", order, None, actor=actor,
                          data={"version": version, "status": doc["status"], "source": source}))
     if request is not None and request.status in DECIDABLE:
@@ -324,20 +327,20 @@ def _update(session: Session, item: _Item, order: Order, request: InvoiceRequest
     return "updated"
 
 
-def _money(value: str | None) -> Decimal | None:
-    return Decimal(value) if value is not None else None
-
-
-def _fill_order(order: Order, shop: Shop, doc: dict[str, Any], digest: str, version: str) -> None:
-    order.shop_id = shop.id
+def _fill_order(order: Order, item: _Item, version: str) -> None:
+    doc = item.doc
+    totals = order_totals(item.order)
+    order.shop_id = item.shop.id
     order.status = doc["status"]
     order.paid_at = _utc(doc.get("paid_at"))
     order.shipped_at = _utc(doc.get("shipped_at"))
     order.received_at = _utc(doc.get("received_at"))
-    order.paid_amount = _money(doc.get("paid_amount"))
-    order.invoice_amount = _money(doc.get("invoice_amount"))
+    # The platform's figures where it gives them; otherwise what the order's lines say, so
+    # every order shows what was paid and what is to be invoiced.
+    order.paid_amount = totals.paid
+    order.invoice_amount = totals.invoiceable
     order.document = doc
-    order.document_hash = digest
+    order.document_hash = item.digest
     order.source_version = version
     existing = {line.line_id: line for line in order.lines}
     seen = set()

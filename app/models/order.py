@@ -30,6 +30,8 @@ class Order(Base):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # 实付 and 应开票金额: the platform's figures when the document has them, else computed
+    # from its lines at intake (app.engine.amounts).
     paid_amount: Mapped[Decimal | None] = mapped_column(Money)
     invoice_amount: Mapped[Decimal | None] = mapped_column(Money)
     # Monotonic version of the source document (platform modified time, or a counter):

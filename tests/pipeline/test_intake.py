@@ -266,9 +266,9 @@ def test_batch_falls_back_to_one_savepoint_per_order_on_conflict(db_session, mon
 
     real_fill = intake._fill_order
 
-    def refuse_bad(order, shop_, doc, digest, version):
-        real_fill(order, shop_, doc, digest, version)
-        if doc["order_id"] == "BAD":
+    def refuse_bad(order, item, version):
+        real_fill(order, item, version)
+        if item.doc["order_id"] == "BAD":
             order.shop_id = shop.id + 10_000  # no such shop: the database refuses the row
 
     monkeypatch.setattr(intake, "_existing_orders", lookup_missing_x_once)
@@ -372,3 +372,25 @@ def test_unusable_times_are_rejected_not_fatal(db_session):
         (0, "extensions.source_updated_at"), (2, "paid_at")]
     stored = db_session.get(Order, result.accepted[1]["order_pk"])
     assert stored.paid_at == datetime(2026, 11, 10, 16, 1, 2, tzinfo=UTC)
+
+
+def test_paid_and_invoice_amounts_are_shown_for_every_order(db_session, client, login):
+    """实付 and 应开票金额 come from the platform when it gives them, else from the lines: the
+    demo's generated orders carry neither and showed empty columns."""
+    gen_shop(db_session, shop_code="s1")
+    given = gen_order_doc("s1", "M1", invoice_amount="240.00")  # paid_amount 247.90 given too
+    computed = gen_order_doc("s1", "M2", paid_amount=None)
+    del computed["paid_amount"]
+    computed["lines"][1]["platform_discount"] = "5.00"
+    computed["refunds"] = [{"refund_id": "r1", "amount": "30.00", "status": "success"}]
+    result = ingest(db_session, [given, computed])
+    db_session.commit()
+    assert not result.rejected
+    orders = {o.order_no: o for o in db_session.scalars(select(Order))}
+    assert (orders["M1"].paid_amount, orders["M1"].invoice_amount) == (Decimal("247.90"), Decimal("240.00"))
+    # 2 × 99.00 + 59.90 − 20.00 + 10.00 = 247.90 − 5.00 platform coupon paid = 242.90;
+    # to invoice: 247.90 (platform coupons are invoiced) − 30.00 refunded = 217.90
+    assert (orders["M2"].paid_amount, orders["M2"].invoice_amount) == (Decimal("242.90"), Decimal("217.90"))
+    login("operations")
+    page = client.get("/admin/orders/").get_data(as_text=True)
+    assert "242.90" in page and "217.90" in page
