@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from app.engine.cli import register
+from app.cli.invoicing import register
 from app.engine.preview_service import preview_order
 
 from .helpers import LOCAL_EXAMPLES, SELLER, example

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from app.rules.cli import rules_group
+from app.cli.rules import rules_group
 from tests.rules.helpers import WORKED
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from app.clitools import emit_errors
+from app.cli.common import emit_errors
 from app.errors import ValidationFailed
 
 

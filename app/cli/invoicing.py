@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from app.clitools import emit_errors, read_json
+from app.cli.common import emit_errors, read_json
 from app.errors import ValidationFailed
 
 

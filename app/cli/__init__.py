@@ -1,7 +1,6 @@
-"""The ``kaipiao`` command: a Flask CLI group that each package extends.
-
-Each package that contributes commands has a ``cli`` module with ``register(group)``;
-listing it in COMMAND_MODULES is the only edit this file needs.
+"""The ``kaipiao`` command: a Flask CLI group; every command lives in this package, one
+module per area, each with ``register(group)``. Listing a module in COMMAND_MODULES is the
+only edit this file needs. Commands are thin: parse, call one service, print.
 """
 
 from __future__ import annotations
@@ -16,11 +15,11 @@ import click
 from flask.cli import FlaskGroup
 
 COMMAND_MODULES = (
-    "app.commands",  # db, users, seed, run (demo)
-    "app.engine.cli",  # preview, tax codes
-    "app.rules.cli",  # rules validate / publish / dry-run
+    "app.cli.core",  # db, users, seed, run (demo)
+    "app.cli.invoicing",  # preview, tax codes
+    "app.cli.rules",  # rules validate / decide
+    "app.cli.jobs",  # worker, scheduler, tick, orders import/generate, dispatch
     "app.integrations.tax.cli",  # sandbox-tax
-    "app.jobs.cli",  # worker, orders import/generate, dispatch
 )
 
 
