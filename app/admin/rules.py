@@ -1,9 +1,9 @@
 """Rule sets for tax specialists: list, edit drafts, diff, publish / roll back, dry-run, replay.
 
-Everything that changes state goes through app.rules.store (save_draft, publish, rollback), which
-only ever *appends* versions; each change writes the admin audit log in the same transaction.
-Dry-run and replay are read-only: they compile a version, decide and compose exactly as the
-pipeline does (app.engine.shop_context.compose_for) and never flush anything.
+A thin view over the services: versions (app.services.rule_versions: save_draft, publish,
+rollback, which only ever *append* versions), dry-run and replay (app.services.rule_dry_run,
+app.services.rule_replay: read-only). Each change writes the admin audit log in the same
+transaction.
 
 Publishing changes new decisions only: invoices and requests already decided keep the rules
 version they were decided with (nothing here touches them).
@@ -11,19 +11,11 @@ version they were decided with (nothing here touches them).
 
 from __future__ import annotations
 
-import copy
-import difflib
 import json
-import math
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-import yaml
 from flask import abort, flash, redirect, request, url_for
 from flask_admin import expose
 from flask_babel import gettext as _
@@ -37,470 +29,30 @@ from app.admin.base import SecureView, audit
 from app.admin.operations import local_time
 from app.auth import user_may
 from app.engine.clock import BEIJING
-from app.engine.contract import parse_order
-from app.engine.shop_context import compose_for, find_shop, seller_for, seller_party
+from app.engine.shop_context import find_shop
 from app.errors import KaipiaoError, Problem, ValidationFailed
 from app.models import Merchant, Order, Shop
 from app.models.rules import RuleSet, RuleSetVersion
-from app.render import render_html
-from app.rules import compile_ruleset, decide, default_ruleset, load_ruleset_file, rules_dir
-from app.rules import ruleset as ruleset_module
-from app.rules.actions import ACTIONS, REMARK_PLACEHOLDERS, TAX_RATES, VERDICTS, WAIT_EVENTS
-from app.rules.engine import RuleEngineError
-from app.rules.facts import FACT_FIELDS, LINE_FIELDS
-from app.rules.ruleset import RuleSet as CompiledRuleSet
-from app.rules.store import (
+from app.rules.actions import REMARK_PLACEHOLDERS, VERDICTS, WAIT_EVENTS
+from app.rules.document import as_json, as_yaml, diff, parse_document, text_diff
+from app.rules.reference import action_reference, field_reference, rates_text
+from app.services.rule_dry_run import DryRun, dry_run, fallback_shop
+from app.services.rule_replay import REPLAY_CAP, REPLAY_ROWS_SHOWN, Replay, replay
+from app.services.rule_versions import (
+    applies_to,
+    covers,
     current_version,
-    diff,
     get_or_create_rule_set,
     publish,
-    published_version,
     rollback,
     save_draft,
+    scope_level,
+    shipped_default_document,
 )
 
 EDIT_ROLES = ("tax_specialist",)
 REPLAY_DEFAULT = 200
-REPLAY_CAP = 5000
-REPLAY_ROWS_SHOWN = 500
 RECENT_ORDERS = 50
-# Orders whose composed draft ends in one of these are (or will be) invoiced with that draft.
-INVOICED_ACTIONS = ("issue", "wait")
-ACTION_ORDER = ("issue", "wait", "hold", "skip", "error")
-
-
-# ------------------------------------------------------------------------- the document
-
-
-def parse_document(text: str) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """A rule-set document from the editor: JSON when it starts with ``{``, else YAML.
-
-    YAML turns some unquoted values into dates or non-string keys that JSON cannot store;
-    those are refused with their path instead of failing when the version is written."""
-    text = (text or "").strip()
-    if not text:
-        return None, [Problem("document", "empty", "the document is empty")]
-    if text.startswith("{"):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return None, [Problem("document", "bad_json", f"line {exc.lineno}, column {exc.colno}: {exc.msg}")]
-    else:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-            what = getattr(exc, "problem", None) or str(exc)
-            return None, [Problem("document", "bad_yaml", f"{where}{what}")]
-    if not isinstance(doc, dict):
-        return None, [Problem("document", "not_object", "a rule set is one object (name, rules, ...)")]
-    problems = list(_not_json(doc, ""))
-    return (None, problems) if problems else (doc, [])
-
-
-def _not_json(value: Any, path: str) -> Iterable[Problem]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            sub = f"{path}.{key}" if path else str(key)
-            if not isinstance(key, str):
-                yield Problem(sub, "bad_key", f"keys must be text; YAML read {key!r} as {type(key).__name__}: quote it")
-            yield from _not_json(item, sub)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _not_json(item, f"{path}[{i}]")
-    elif isinstance(value, date | datetime):
-        yield Problem(path, "not_json", f"YAML read {value} as a date: quote it")
-    elif isinstance(value, float) and not math.isfinite(value):
-        yield Problem(path, "not_json", "not a finite number")
-    elif value is not None and not isinstance(value, str | int | float | bool):
-        yield Problem(path, "not_json", f"{type(value).__name__} cannot be stored as JSON")
-
-
-def as_yaml(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=110)
-
-
-def as_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, ensure_ascii=False, indent=2)
-
-
-def shipped_default_document(session: Session) -> dict[str, Any]:
-    """What a new rule set starts from: the live shipped default in the database, else the file."""
-    version = published_version(session, None, None)
-    if version is not None:
-        return copy.deepcopy(version.document)
-    return load_ruleset_file(rules_dir() / ruleset_module.DEFAULT_FILE)
-
-
-# ------------------------------------------------------------------------- the reference
-
-
-@dataclass(frozen=True)
-class FieldRef:
-    name: str
-    type: str
-    values: tuple[str, ...]
-    doc: str
-
-
-@dataclass(frozen=True)
-class ParamRef:
-    name: str
-    required: bool
-    accepts: str
-
-
-@dataclass(frozen=True)
-class ActionRef:
-    name: str
-    params: tuple[ParamRef, ...]
-
-
-def _rates() -> str:
-    return ", ".join(f'"{r}"' for r in TAX_RATES)
-
-
-# Checks that are plain functions in app.rules.actions (the closures describe themselves).
-_NAMED_CHECKS: dict[str, Callable[[], str]] = {
-    "_duration": lambda: 'duration: hours (72), "72h", "7d", "P7D", "PT12H"',
-    "_rate": lambda: f"rate as a decimal string: {_rates()}",
-    "_true": lambda: "true",
-    "_template": lambda: "text; placeholders " + ", ".join(f"{{{p}}}" for p in REMARK_PLACEHOLDERS),
-    "_match": lambda: 'one of {"sku": ...}, {"category": ...}, {"name_contains": ...}',
-}
-
-
-def describe_check(check: Callable[[Any], Any]) -> str | None:
-    """What a parameter check of app.rules.actions.ACTIONS accepts, read from the check itself
-    (its closure values), so the reference cannot drift from what the validator accepts.
-    None for a kind of check this function does not know (a test keeps that list empty)."""
-    code = getattr(check, "__code__", None)
-    cells = {}
-    if code is not None and check.__closure__:
-        cells = dict(zip(code.co_freevars, (c.cell_contents for c in check.__closure__), strict=True))
-    if "values" in cells:
-        return "one of: " + " / ".join(cells["values"])
-    if "what" in cells:
-        return str(cells["what"])
-    if "max_len" in cells:
-        return f"text, at most {cells['max_len']} characters"
-    named = _NAMED_CHECKS.get(getattr(check, "__name__", ""))
-    return named() if named else None
-
-
-def field_reference() -> tuple[list[FieldRef], list[FieldRef]]:
-    """The order fact's fields and the line fields, from app.rules.facts."""
-
-    def refs(specs: dict) -> list[FieldRef]:
-        return [FieldRef(name, spec.type, tuple(spec.values), spec.doc) for name, spec in specs.items()]
-
-    return refs(FACT_FIELDS), refs(LINE_FIELDS)
-
-
-def action_reference() -> list[ActionRef]:
-    """Every action and its parameters, from app.rules.actions.ACTIONS."""
-    out = []
-    for name, spec in ACTIONS.items():
-        params = tuple(
-            ParamRef(param, required, describe_check(check) or getattr(check, "__name__", "?"))
-            for param, (required, check) in spec.items()
-        )
-        out.append(ActionRef(name, params))
-    return out
-
-
-# ------------------------------------------------------------------------- scopes
-
-
-def scope_level(rule_set: RuleSet) -> int:
-    """How specific a rule set is: 2 per shop, 1 per merchant, 0 shipped (published_version's order)."""
-    if rule_set.shop_id is not None:
-        return 2
-    return 1 if rule_set.merchant_id is not None else 0
-
-
-def covers(rule_set: RuleSet, shop: Shop) -> bool:
-    """Whether published_version would consider ``rule_set`` for ``shop`` at all."""
-    level = scope_level(rule_set)
-    if level == 2:
-        return rule_set.shop_id == shop.id and rule_set.merchant_id == shop.merchant_id
-    if level == 1:
-        return rule_set.merchant_id == shop.merchant_id
-    return True
-
-
-def applies_to(session: Session, shops: Iterable[Shop]) -> dict[int, list[Shop]]:
-    """rule_set.id -> the shops whose orders it decides now (its live version wins for them)."""
-    out: dict[int, list[Shop]] = {}
-    for shop in shops:
-        version = published_version(session, shop.merchant_id, shop.id)
-        if version is not None:
-            out.setdefault(version.rule_set_id, []).append(shop)
-    return out
-
-
-# ------------------------------------------------------------------------- dry-run
-
-
-@dataclass
-class DryRun:
-    decision: dict[str, Any]
-    options: dict[str, Any]
-    draft: dict[str, Any]
-    face: str
-    shop: Shop | None
-    note: str | None = None
-
-    @property
-    def final_action(self) -> str:
-        return self.draft.get("decision", {}).get("action", self.decision["action"])
-
-
-def compile_version(version: RuleSetVersion) -> CompiledRuleSet:
-    return compile_ruleset(version.document, label=version.label)
-
-
-def fallback_shop(session: Session, rule_set: RuleSet) -> Shop | None:
-    """The shop whose seller and options compose a pasted order whose own shop is unknown."""
-    if rule_set.shop_id is not None:
-        return session.get(Shop, rule_set.shop_id)
-    query = select(Shop).where(Shop.active.is_(True)).order_by(Shop.id).limit(1)
-    if rule_set.merchant_id is not None:
-        query = query.where(Shop.merchant_id == rule_set.merchant_id)
-    return session.scalar(query)
-
-
-def dry_run(session: Session, version: RuleSetVersion, order: Any, shop: Shop | None, *,
-            now: datetime, note: str | None = None) -> DryRun:
-    """Decide ``order`` with ``version`` and compose it as the pipeline would.
-    Raises ValidationFailed (with paths) for a bad order or a version that no longer compiles."""
-    if not isinstance(order, dict):
-        raise ValidationFailed(Problem("order", "invalid", "an order must be a JSON object"))
-    try:
-        parsed = parse_order(order)
-    except ValidationFailed as exc:
-        raise ValidationFailed([Problem(f"order.{p.path}" if p.path else "order", p.code, p.message)
-                                for p in exc.problems]) from None
-    compiled = compile_version(version)
-    try:
-        decision = decide(parsed, ruleset=compiled, now=now)
-    except RuleEngineError as exc:  # the engine failed for this order: shown, never a 500
-        raise ValidationFailed(Problem("rules", "engine_error", str(exc)[:300])) from exc
-    options = {**(decision.options or {}), **((shop.options or {}) if shop else {})}  # as compose_for merges
-    draft = compose_for(session, parsed, shop, decision)
-    return DryRun(decision=decision.as_dict(full=True), options=options, draft=draft,
-                  face=render_html(draft, standalone=False), shop=shop, note=note)
-
-
-# ------------------------------------------------------------------------- replay
-
-
-@dataclass
-class Outcome:
-    action: str  # the composed draft's final action (composition may hold what rules issued), or "error"
-    rules_action: str | None
-    reasons: list[str]
-    fired: list[str]
-    options: dict[str, Any]
-    seller_code: str | None
-    required: list[str]
-    amount: Decimal
-    tax: Decimal
-    total: Decimal
-    label: str
-    error: str | None = None
-
-    def same_as(self, other: Outcome) -> bool:
-        keys = ("action", "rules_action", "fired", "options", "seller_code", "required", "amount", "tax", "reasons")
-        return all(getattr(self, k) == getattr(other, k) for k in keys)
-
-
-@dataclass
-class ReplayRow:
-    order_pk: int
-    key: str
-    before: Outcome
-    after: Outcome
-
-    @property
-    def changed_options(self) -> list[str]:
-        keys = self.before.options.keys() | self.after.options.keys()
-        return sorted(k for k in keys if self.before.options.get(k) != self.after.options.get(k))
-
-    @property
-    def fired_added(self) -> list[str]:
-        return [r for r in self.after.fired if r not in self.before.fired]
-
-    @property
-    def fired_removed(self) -> list[str]:
-        return [r for r in self.before.fired if r not in self.after.fired]
-
-
-@dataclass
-class Totals:
-    count: int = 0
-    amount: Decimal = Decimal("0.00")
-    tax: Decimal = Decimal("0.00")
-    total: Decimal = Decimal("0.00")
-
-    def add(self, outcome: Outcome) -> None:
-        if outcome.action in INVOICED_ACTIONS:
-            self.count += 1
-            self.amount += outcome.amount
-            self.tax += outcome.tax
-            self.total += outcome.total
-
-
-@dataclass
-class Replay:
-    requested: int
-    orders: int = 0
-    changed: int = 0
-    unaffected: int = 0  # orders of shops where a more specific published rule set still wins
-    matrix: Counter = field(default_factory=Counter)  # (before action, after action) -> orders
-    before: Totals = field(default_factory=Totals)
-    after: Totals = field(default_factory=Totals)
-    rows: list[ReplayRow] = field(default_factory=list)
-    before_labels: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
-    now: datetime | None = None
-
-    @property
-    def actions(self) -> list[str]:
-        seen = {a for pair in self.matrix for a in pair}
-        return [a for a in ACTION_ORDER if a in seen]
-
-    @property
-    def capped(self) -> bool:
-        return self.changed > len(self.rows)
-
-
-def _outcome(session: Session, parsed: Any, shop: Shop, compiled: CompiledRuleSet,
-             now: datetime, sellers: dict[tuple[int, str | None], dict[str, Any] | None]) -> Outcome:
-    try:
-        decision = decide(parsed, ruleset=compiled, now=now)
-    except (KaipiaoError, RuleEngineError) as exc:
-        return _error_outcome(compiled.label, exc)
-    # The seller party per (shop, routed code) is looked up once: compose_for would query it per order.
-    key = (shop.id, decision.seller_code)
-    if key not in sellers:
-        entity = seller_for(session, shop, decision.seller_code)
-        sellers[key] = seller_party(entity, shop) if entity is not None else None
-    base = dict(action="", rules_action=decision.action, reasons=[r["code"] for r in decision.reasons],
-                fired=list(decision.rules_fired), options=dict(decision.options or {}),
-                seller_code=decision.seller_code, required=list(decision.required), label=compiled.label)
-    try:
-        # ``parsed`` (parsed once, without the schema pass) takes compose_draft's fast path: schema
-        # validation was ~70 % of a replay when both compositions validated the document again.
-        draft = compose_for(session, parsed, shop, decision, seller=sellers[key])
-    except KaipiaoError as exc:
-        return Outcome(**{**base, "action": "error"}, amount=Decimal("0.00"), tax=Decimal("0.00"),
-                       total=Decimal("0.00"), error=str(exc)[:300])
-    invoices = draft.get("invoices") or []
-    final = draft.get("decision", {})
-    return Outcome(
-        **{**base, "action": final.get("action", decision.action),
-           "reasons": [r.get("code", "") for r in final.get("reasons") or []] or base["reasons"]},
-        amount=sum((Decimal(i["total_amount"]) for i in invoices), Decimal("0.00")),
-        tax=sum((Decimal(i["total_tax"]) for i in invoices), Decimal("0.00")),
-        total=sum((Decimal(i["total"]) for i in invoices), Decimal("0.00")),
-    )
-
-
-def _error_outcome(label: str, exc: Exception) -> Outcome:
-    zero = Decimal("0.00")
-    return Outcome("error", None, [], [], {}, None, [], zero, zero, zero, label, error=str(exc)[:300])
-
-
-def replay(session: Session, version: RuleSetVersion, limit: int, *, now: datetime | None = None,
-           rows_shown: int = REPLAY_ROWS_SHOWN) -> Replay:
-    """Decide and compose the newest ``limit`` stored orders of the shops ``version``'s rule set
-    covers, with what is published for each shop now (before) and with ``version`` as if it
-    were published (after). Reads only: nothing is added, changed or flushed."""
-    started = time.monotonic()
-    now = now or datetime.now(UTC)
-    limit = max(1, min(int(limit), REPLAY_CAP))
-    rule_set = version.rule_set
-    result = Replay(requested=limit, now=now)
-    draft_compiled = compile_version(version)
-
-    shops = {s.id: s for s in session.scalars(select(Shop)) if covers(rule_set, s)}
-    if not shops:
-        result.seconds = time.monotonic() - started
-        return result
-    # Per shop: what decides it now, and what would after publishing (compiled once per version).
-    compiled_by_version: dict[int, CompiledRuleSet] = {}
-    before_for: dict[int, CompiledRuleSet] = {}
-    after_for: dict[int, CompiledRuleSet] = {}
-    for shop in shops.values():
-        live = published_version(session, shop.merchant_id, shop.id)
-        if live is None:
-            before_for[shop.id] = default_ruleset()
-        else:
-            if live.id not in compiled_by_version:
-                compiled_by_version[live.id] = compile_version(live)
-            before_for[shop.id] = compiled_by_version[live.id]
-        # Publishing wins for the shop unless a more specific rule set is live there.
-        shadowed = live is not None and scope_level(live.rule_set) > scope_level(rule_set)
-        after_for[shop.id] = before_for[shop.id] if shadowed else draft_compiled
-
-    rows = session.execute(
-        select(Order.id, Order.shop_id, Order.platform, Order.shop_code, Order.order_no, Order.document)
-        .where(Order.shop_id.in_(list(shops))).order_by(Order.id.desc()).limit(limit)
-    ).all()
-    sellers: dict[tuple[int, str | None], dict[str, Any] | None] = {}
-    for order_pk, shop_id, platform, shop_code, order_no, document in rows:
-        shop = shops[shop_id]
-        key = f"{platform}:{shop_code}:{order_no}"
-        before_rs, after_rs = before_for[shop_id], after_for[shop_id]
-        try:
-            parsed = parse_order(document, validate=False)  # stored orders passed validation at intake
-        except ValidationFailed as exc:  # a stored document the contract no longer accepts
-            before = _error_outcome(before_rs.label, exc)
-            after = before if after_rs is before_rs else _error_outcome(after_rs.label, exc)
-        else:
-            before = _outcome(session, parsed, shop, before_rs, now, sellers)
-            after = (before if after_rs is before_rs
-                     else _outcome(session, parsed, shop, after_rs, now, sellers))
-        if after_rs is before_rs:
-            result.unaffected += 1
-        result.orders += 1
-        result.before_labels[before.label] += 1
-        result.matrix[(before.action, after.action)] += 1
-        result.before.add(before)
-        result.after.add(after)
-        if not before.same_as(after):
-            result.changed += 1
-            if len(result.rows) < rows_shown:
-                result.rows.append(ReplayRow(order_pk, key, before, after))
-    # Belt and braces: the replay added nothing, and nothing it loaded may be flushed later.
-    session.rollback()
-    result.seconds = time.monotonic() - started
-    return result
-
-
-# ------------------------------------------------------------------------- diff
-
-
-@dataclass
-class DiffLine:
-    kind: str  # "add" | "del" | "ctx" | "hunk"
-    text: str
-
-
-def text_diff(a: dict[str, Any], b: dict[str, Any], a_label: str, b_label: str, context: int = 3) -> list[DiffLine]:
-    """A unified diff of the two documents' pretty JSON (sorted keys: only real changes show)."""
-    def pretty(doc: dict[str, Any]) -> list[str]:
-        return json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True).splitlines()
-
-    out = []
-    for line in difflib.unified_diff(pretty(a), pretty(b), a_label, b_label, n=context, lineterm=""):
-        if line.startswith(("---", "+++")):
-            continue
-        kind = "hunk" if line.startswith("@@") else "add" if line[:1] == "+" else "del" if line[:1] == "-" else "ctx"
-        out.append(DiffLine(kind, line))
-    return out
 
 
 # ------------------------------------------------------------------------- the view
@@ -670,7 +222,7 @@ class RulesView(SecureView):
             "admin/rules/edit.html", text=text, fmt=fmt, source=source, base=base_number, problems=problems,
             comment=request.form.get("comment", "") if request.method == "POST" else "",
             facts=facts, line_fields=line_fields, actions=action_reference(), verdicts=VERDICTS,
-            wait_events=WAIT_EVENTS, placeholders=REMARK_PLACEHOLDERS, rates=_rates(), **ctx,
+            wait_events=WAIT_EVENTS, placeholders=REMARK_PLACEHOLDERS, rates=rates_text(), **ctx,
         )
         return (html, 422) if problems else html
 

@@ -51,7 +51,7 @@ def ruleset_for(session: Session, shop: Shop | None):
         return None
     from app.models import RuleSetVersion
     from app.rules import compile_ruleset
-    from app.rules.store import published_version
+    from app.services.rule_versions import published_version
 
     epoch = _epoch(session)
     key = (shop.merchant_id, shop.id)

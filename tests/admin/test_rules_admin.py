@@ -10,13 +10,14 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from app.admin import rules as rules_admin
 from app.engine.intake import ingest
 from app.models import AdminAuditLog, InvoiceRequest, Order, OutboxMessage
 from app.models.rules import RuleSet, RuleSetVersion
+from app.rules import document, reference
 from app.rules.actions import ACTIONS
 from app.rules.facts import FACT_FIELDS, LINE_FIELDS
-from app.rules.store import current_version, load_shipped_defaults, save_draft
+from app.services import rule_replay, rule_versions
+from app.services.rule_versions import current_version, load_shipped_defaults, save_draft
 from tests.factories import gen_order_doc, gen_shop
 
 URL = "/admin/rules/"
@@ -143,10 +144,10 @@ def test_other_roles_cannot_post(client, login, shipped, db_session, role):
 def test_list_shows_scopes_versions_live_and_shops(client, login, shipped, db_session):
     shop = gen_shop(db_session, name="青禾天猫旗舰店")
     other = gen_shop(db_session, merchant=shop.merchant, platform="jd", name="青禾京东店")
-    override = rules_admin.get_or_create_rule_set(db_session, "jd-only", merchant_id=other.merchant_id,
+    override = rule_versions.get_or_create_rule_set(db_session, "jd-only", merchant_id=other.merchant_id,
                                                   shop_id=other.id)
     draft = save_draft(db_session, override, live_document(db_session, shipped), "someone", "jd copy")
-    rules_admin.publish(db_session, override, draft.number, "someone", "go")
+    rule_versions.publish(db_session, override, draft.number, "someone", "go")
     db_session.commit()
     login("tax_specialist")
     html = text_of(client.get(URL))
@@ -190,14 +191,14 @@ def test_every_action_check_describes_itself():
     """A new kind of parameter check must be taught to describe_check, or the reference lies."""
     for name, params in ACTIONS.items():
         for param, (_required, check) in params.items():
-            assert rules_admin.describe_check(check), (name, param)
+            assert reference.describe_check(check), (name, param)
 
 
 def test_save_draft_from_yaml_appends_an_unpublished_version(client, login, shipped, db_session):
     login("tax_specialist")
     doc = live_document(db_session, shipped)
     doc["rules"][-1]["then"][-1]["template"] = "订单:{order_id} 店铺:{shop_name}"
-    response = client.post(f"{URL}{shipped.id}/edit", data={"document": rules_admin.as_yaml(doc),
+    response = client.post(f"{URL}{shipped.id}/edit", data={"document": document.as_yaml(doc),
                                                            "comment": "shop name in the remark", "base": "2"})
     assert response.status_code == 302 and "/diff" in response.headers["Location"]
     versions = versions_of(db_session, shipped.id)
@@ -240,22 +241,22 @@ def test_refused_document_shows_every_problem_with_its_path_and_writes_nothing(c
      "rules[0].True", "bad_key"),
 ])
 def test_parse_document_problems(text, path, code):
-    doc, problems = rules_admin.parse_document(text)
+    doc, problems = document.parse_document(text)
     assert doc is None and [(p.path, p.code) for p in problems] == [(path, code)]
 
 
 def test_parse_document_reads_yaml_and_json_alike():
     doc = {"name": "x", "rules": [{"id": "a", "then": [{"action": "set_shipping", "code": "1" * 19,
                                                           "rate": "0.13"}]}]}
-    assert rules_admin.parse_document(rules_admin.as_yaml(doc)) == (doc, [])
-    assert rules_admin.parse_document(rules_admin.as_json(doc)) == (doc, [])
+    assert document.parse_document(document.as_yaml(doc)) == (doc, [])
+    assert document.parse_document(document.as_json(doc)) == (doc, [])
 
 
 def test_yaml_date_is_refused_with_its_path_in_the_page(client, login, shipped, db_session):
     login("tax_specialist")
     before = counts(db_session)
     doc = live_document(db_session, shipped) | {"description": "DATE"}
-    text = rules_admin.as_yaml(doc).replace("description: DATE", "description: 2026-11-11", 1)
+    text = document.as_yaml(doc).replace("description: DATE", "description: 2026-11-11", 1)
     response = client.post(f"{URL}{shipped.id}/edit", data={"document": text})
     assert response.status_code == 422 and 'data-path="description"' in text_of(response)
     assert counts(db_session) == before
@@ -302,7 +303,7 @@ def test_publish_needs_a_comment_then_appends_a_version_and_audits(client, login
 
 def test_rollback_appends_a_copy_of_an_earlier_published_version(client, login, shipped, db_session):
     draft = save_draft(db_session, shipped, with_rule(live_document(db_session, shipped), HOLD_BIG), "someone")
-    rules_admin.publish(db_session, shipped, draft.number, "someone", "go")
+    rule_versions.publish(db_session, shipped, draft.number, "someone", "go")
     db_session.commit()
     login("tax_specialist")
     response = client.post(f"{URL}{shipped.id}/rollback", data={"version": "2", "comment": "too many holds"})
@@ -416,12 +417,12 @@ def test_replay_totals_and_scope(db_session, shipped):
     overridden = gen_shop(db_session, merchant=shop.merchant, platform="jd")
     seed_orders(db_session, shop, ["99.00", "2000.00"])
     seed_orders(db_session, overridden, ["2000.00"])
-    own = rules_admin.get_or_create_rule_set(db_session, "jd", merchant_id=overridden.merchant_id,
+    own = rule_versions.get_or_create_rule_set(db_session, "jd", merchant_id=overridden.merchant_id,
                                              shop_id=overridden.id)
-    rules_admin.publish(db_session, own, save_draft(db_session, own, live_document(db_session, shipped), "x").number, "x")
+    rule_versions.publish(db_session, own, save_draft(db_session, own, live_document(db_session, shipped), "x").number, "x")
     draft = save_draft(db_session, shipped, with_rule(live_document(db_session, shipped), HOLD_BIG), "someone")
     db_session.commit()
-    result = rules_admin.replay(db_session, draft, 200)
+    result = rule_replay.replay(db_session, draft, 200)
     assert (result.orders, result.changed, result.unaffected) == (3, 1, 1)
     assert result.matrix == {("issue", "issue"): 2, ("issue", "hold"): 1}
     small = Decimal("99.00") * 2 + Decimal("59.90") + Decimal("10.00") - Decimal("20.00")
@@ -432,9 +433,9 @@ def test_replay_totals_and_scope(db_session, shipped):
     (row,) = result.rows
     assert (row.before.action, row.after.action, row.after.total) == ("issue", "hold", big)
     assert row.fired_added == ["hold-big-orders"]
-    assert rules_admin.replay(db_session, draft, 1).orders == 1  # the newest order only
-    assert rules_admin.replay(db_session, draft, 10**9).requested == rules_admin.REPLAY_CAP
-    assert rules_admin.replay(db_session, draft, 200, rows_shown=0).capped
+    assert rule_replay.replay(db_session, draft, 1).orders == 1  # the newest order only
+    assert rule_replay.replay(db_session, draft, 10**9).requested == rule_replay.REPLAY_CAP
+    assert rule_replay.replay(db_session, draft, 200, rows_shown=0).capped
 
 
 def test_replay_of_a_merchant_rule_set_covers_only_its_merchant(db_session, shipped):
@@ -442,10 +443,10 @@ def test_replay_of_a_merchant_rule_set_covers_only_its_merchant(db_session, ship
     theirs = gen_shop(db_session)
     seed_orders(db_session, mine, ["2000.00"])
     seed_orders(db_session, theirs, ["2000.00", "2000.00"])
-    merchant_set = rules_admin.get_or_create_rule_set(db_session, "m", merchant_id=mine.merchant_id)
+    merchant_set = rule_versions.get_or_create_rule_set(db_session, "m", merchant_id=mine.merchant_id)
     draft = save_draft(db_session, merchant_set, with_rule(live_document(db_session, shipped), HOLD_BIG), "x")
     db_session.commit()
-    result = rules_admin.replay(db_session, draft, 200)
+    result = rule_replay.replay(db_session, draft, 200)
     assert (result.orders, result.changed) == (1, 1)
     assert dict(result.before_labels) == {"default@v2": 1}
 
@@ -459,6 +460,6 @@ def test_replay_reports_a_stored_document_it_cannot_read_instead_of_failing(db_s
                          status="received", document=broken, document_hash="x"))
     draft = save_draft(db_session, shipped, with_rule(live_document(db_session, shipped), HOLD_BIG), "someone")
     db_session.commit()
-    result = rules_admin.replay(db_session, draft, 200)
+    result = rule_replay.replay(db_session, draft, 200)
     assert result.matrix == {("issue", "issue"): 1, ("error", "error"): 1}
     assert result.before.count == result.after.count == 1

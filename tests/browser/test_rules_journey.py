@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.rules.store import load_shipped_defaults
+from app.services.rule_versions import load_shipped_defaults
 
 pytestmark = pytest.mark.browser
 

@@ -279,7 +279,7 @@ def test_a_real_worker_runs_the_jobs(shop, sandbox, settings):
 
 def test_a_published_rule_change_decides_the_next_order_without_restart(shop, sandbox):
     from app.rules import load_ruleset_file, rules_dir
-    from app.rules.store import get_or_create_rule_set, publish, save_draft
+    from app.services.rule_versions import get_or_create_rule_set, publish, save_draft
 
     first = _ingest("R1")
     pipeline.decide_requests([first], issue_now=False)

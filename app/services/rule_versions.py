@@ -1,4 +1,4 @@
-"""Rule-set versions in the database: drafts, publishing, rollback, lookup, shipped defaults, diff.
+"""Rule-set versions in the database: drafts, publishing, rollback, lookup, shipped defaults, scopes.
 
 Versions are append-only (app.models.rules): every service here *adds* a RuleSetVersion and never
 edits one. The published version of a rule set is its newest version with ``published`` set.
@@ -10,6 +10,7 @@ be retried.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidTransition, Problem, ValidationFailed
+from app.models.merchant import Shop
 from app.models.rules import RuleSet, RuleSetVersion
+from app.rules import ruleset as ruleset_module
 from app.rules.ruleset import compile_ruleset, document_hash, load_ruleset_file, rules_dir
 from app.rules.validate import validate_ruleset
 
@@ -152,31 +155,39 @@ def load_shipped_defaults(session: Session, directory: Path | None = None) -> li
     return added
 
 
-def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """What changed from document ``a`` to ``b``: rules (by id) added, removed and changed (with
-    the keys that differ), and changed top-level settings (name, description, deadlines, default)."""
-    rules_a = {r.get("id"): r for r in a.get("rules") or () if isinstance(r, dict)}
-    rules_b = {r.get("id"): r for r in b.get("rules") or () if isinstance(r, dict)}
-    changed = []
-    for rule_id in rules_a.keys() & rules_b.keys():
-        before, after = rules_a[rule_id], rules_b[rule_id]
-        keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-        if keys:
-            changed.append(
-                {
-                    "id": rule_id,
-                    "fields": keys,
-                    "before": {k: before.get(k) for k in keys},
-                    "after": {k: after.get(k) for k in keys},
-                }
-            )
-    order_b = list(rules_b)
-    return {
-        "added": [rid for rid in order_b if rid not in rules_a],
-        "removed": [rid for rid in rules_a if rid not in rules_b],
-        "changed": sorted(changed, key=lambda c: order_b.index(c["id"])),
-        "settings": sorted(k for k in (a.keys() | b.keys()) - {"rules"} if a.get(k) != b.get(k)),
-    }
+def shipped_default_document(session: Session) -> dict[str, Any]:
+    """What a new rule set starts from: the live shipped default in the database, else the file."""
+    version = published_version(session, None, None)
+    if version is not None:
+        return copy.deepcopy(version.document)
+    return load_ruleset_file(rules_dir() / ruleset_module.DEFAULT_FILE)
+
+
+def scope_level(rule_set: RuleSet) -> int:
+    """How specific a rule set is: 2 per shop, 1 per merchant, 0 shipped (published_version's order)."""
+    if rule_set.shop_id is not None:
+        return 2
+    return 1 if rule_set.merchant_id is not None else 0
+
+
+def covers(rule_set: RuleSet, shop: Shop) -> bool:
+    """Whether published_version would consider ``rule_set`` for ``shop`` at all."""
+    level = scope_level(rule_set)
+    if level == 2:
+        return rule_set.shop_id == shop.id and rule_set.merchant_id == shop.merchant_id
+    if level == 1:
+        return rule_set.merchant_id == shop.merchant_id
+    return True
+
+
+def applies_to(session: Session, shops: Iterable[Shop]) -> dict[int, list[Shop]]:
+    """rule_set.id -> the shops whose orders it decides now (its live version wins for them)."""
+    out: dict[int, list[Shop]] = {}
+    for shop in shops:
+        version = published_version(session, shop.merchant_id, shop.id)
+        if version is not None:
+            out.setdefault(version.rule_set_id, []).append(shop)
+    return out
 
 
 def _append(

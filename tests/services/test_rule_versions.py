@@ -16,10 +16,10 @@ from app.db import Base
 from app.errors import InvalidTransition, ValidationFailed
 from app.models import Merchant, RuleSetVersion, Shop
 from app.rules import compile_ruleset, decide, load_ruleset_file, rules_dir
+from app.rules.document import diff
 from app.rules.engine import get_evaluator
-from app.rules.store import (
+from app.services.rule_versions import (
     current_version,
-    diff,
     get_or_create_rule_set,
     load_shipped_defaults,
     publish,
