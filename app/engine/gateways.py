@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from app.integrations.tax.base import TaxGateway
-from app.integrations.tax.factory import get_gateway
+from app.integrations.tax.registry import get_gateway
 from app.models import SellerEntity
 from app.settings import Settings
 

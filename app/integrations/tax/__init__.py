@@ -1,4 +1,5 @@
-"""Tax gateway: the interface (``base``), the sandbox and Nuonuo adapters, and ``get_gateway``."""
+"""Tax gateway: the interface (``base``), one module per provider adapter (``sandbox``,
+``nuonuo``) and the registry that builds them by name (``get_gateway``)."""
 
 from app.integrations.tax.base import (
     Accepted,
@@ -19,7 +20,7 @@ from app.integrations.tax.base import (
     TaxGatewayError,
     TransientGatewayError,
 )
-from app.integrations.tax.factory import get_gateway
+from app.integrations.tax.registry import get_gateway
 
 __all__ = [
     "Accepted",

@@ -51,6 +51,7 @@ from app.integrations.tax.base import (
     TransientGatewayError,
     dec_str,
 )
+from app.integrations.tax.registry import Lookup, register, timeouts
 
 _ORDER_NO = re.compile(r"[A-Za-z0-9]{1,20}")
 TOKEN_MARGIN_S = 300  # refresh a little before expiry
@@ -470,3 +471,27 @@ class NuonuoGateway(TaxGateway):
     def remaining_credit(self) -> Decimal:
         result = self._call(nn.M_CREDIT, {"operateType": "1"})
         return Decimal(str((result or {})["remainingCreditLine"]))
+
+
+@register("nuonuo")
+def _from_credentials(value: Lookup, token_store: TokenStore | None = None) -> NuonuoGateway:
+    """Keys: ``user_tax`` (the seller's tax id, required), ``url`` (base of both
+    ``/open/v1/services`` and ``/accessToken``) or ``services_url`` / ``token_url``, ``clerk``,
+    ``seller_name``."""
+    user_tax = value("user_tax")
+    if not user_tax:
+        raise ValueError("the nuonuo gateway needs user_tax (the seller's tax id)")
+    options: dict[str, Any] = dict(timeouts(value))
+    url = value("tax_gateway_url", "url")
+    base = str(url).rstrip("/") if url else None
+    services_url = value("services_url") or (f"{base}/open/v1/services" if base else None)
+    token_url = value("token_url") or (f"{base}/accessToken" if base else None)
+    if services_url:
+        options["services_url"] = str(services_url)
+    if token_url:
+        options["token_url"] = str(token_url)
+    for key in ("clerk", "seller_name"):
+        if value(key):
+            options[key] = str(value(key))
+    return NuonuoGateway(app_key=str(value("app_key")), app_secret=str(value("app_secret")),
+                         user_tax=str(user_tax), token_store=token_store, **options)

@@ -41,6 +41,7 @@ from app.integrations.tax.base import (
     TransientGatewayError,
     red_lines_to_list,
 )
+from app.integrations.tax.registry import Lookup, register, timeouts
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 BATCH_SIZE = 50  # the sandbox's limit per batch call
@@ -265,3 +266,11 @@ def _segment(value: str) -> str:
     if not _SAFE.fullmatch(value) or value in (".", ".."):
         raise ValueError(f"serials may use only letters, digits, '.', '_' and '-': {value!r}")
     return value
+
+
+@register("sandbox")
+def _from_credentials(value: Lookup, token_store: Any = None) -> SandboxGateway:
+    url = value("tax_gateway_url", "url")
+    if not url:
+        raise ValueError("the sandbox gateway needs tax_gateway_url")
+    return SandboxGateway(str(url), str(value("app_key")), str(value("app_secret")), **timeouts(value))
