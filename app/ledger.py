@@ -25,8 +25,7 @@ from app.models.event_log import InvoiceEvent
 GENESIS = "0" * 64
 
 
-def record(
-    session: Session,
+def event_row(
     kind: str,
     *,
     order_pk: int | None = None,
@@ -36,28 +35,36 @@ def record(
     to_state: str | None = None,
     actor: str = "system",
     data: dict[str, Any] | None = None,
-) -> InvoiceEvent | None:
-    """Append an event to the caller's transaction. Inside ``buffered(session)`` the event is
-    held and written with the others of the batch in one multi-row INSERT (returns None)."""
-    row = {"occurred_at": utcnow(), "kind": kind, "order_pk": order_pk, "request_id": request_id,
-           "invoice_id": invoice_id, "from_state": from_state, "to_state": to_state, "actor": actor,
-           "data": data or {}}
+) -> dict[str, Any]:
+    """An event as a row to insert (no hash yet: ``seal`` chains it later)."""
+    return {"occurred_at": utcnow(), "kind": kind, "order_pk": order_pk, "request_id": request_id,
+            "invoice_id": invoice_id, "from_state": from_state, "to_state": to_state, "actor": actor,
+            "data": data or {}}
+
+
+def record(session: Session, kind: str, **fields: Any) -> InvoiceEvent:
+    """Append an event to the caller's transaction (services record through their unit of
+    work, app.services.unit_of_work, which may hold events to insert them together)."""
+    row = event_row(kind, **fields)
     buffer = session.info.get(_BUFFER_KEY)
     if buffer is not None:
         buffer.append(row)
-        return None
+        return None  # type: ignore[return-value]
     event = InvoiceEvent(**row)
     session.add(event)
     return event
 
 
-_BUFFER_KEY = "kaipiao_event_buffer"
+def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert events made by ``event_row`` in one statement, in order (ids keep each story's order)."""
+    session.connection().execute(InvoiceEvent.__table__.insert(), rows)
+
+
+_BUFFER_KEY = "kaipiao_event_buffer"  # used by app.engine.lifecycle until it is replaced
 
 
 @contextmanager
 def buffered(session: Session) -> Iterator[None]:
-    """Hold the events recorded inside the block and insert them together at its end (in
-    recording order, so ids keep each story's order). Nested blocks share the outer buffer."""
     if session.info.get(_BUFFER_KEY) is not None:
         yield
         return
@@ -70,13 +77,12 @@ def buffered(session: Session) -> Iterator[None]:
 
 
 def flush_buffered(session: Session) -> int:
-    """Write the held events now (after the rows they point at: pending ORM inserts first)."""
     buffer = session.info.get(_BUFFER_KEY)
     if not buffer:
         return 0
     session.flush()
     rows, buffer[:] = list(buffer), []
-    session.connection().execute(InvoiceEvent.__table__.insert(), rows)
+    insert_rows(session, rows)
     return len(rows)
 
 

@@ -1,9 +1,11 @@
-"""The job outbox (written in the business transaction, dispatched to RQ after commit)
-and job failures mirrored from RQ so they survive a Redis flush."""
+"""The jobs Kaipiao runs (their names and queues), the job outbox (written in the business
+transaction, dispatched to RQ after commit) and job failures mirrored from RQ so they survive
+a Redis flush."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Integer, String, Text
@@ -12,6 +14,42 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db import Base
 from app.engine.clock import utcnow
 from app.models.types import UTCDateTime
+
+
+class Queue(StrEnum):
+    """RQ queues, in the order a worker listens (finishing work beats starting new work)."""
+
+    ISSUE = "issue"
+    DECIDE = "decide"
+    DELIVER = "deliver"
+    RENDER = "render"
+    SYNC = "sync"
+    PERIODIC = "periodic"
+
+
+class JobName(StrEnum):
+    """Every job, by the name of its function in app/jobs/tasks.py."""
+
+    DECIDE_REQUESTS = "decide_requests"
+    ISSUE_INVOICES = "issue_invoices"
+    POLL_INVOICES = "poll_invoices"
+    TICK = "tick"
+    SEAL_LEDGER = "seal_ledger"
+    CHECK_DEADLINES = "check_deadlines"
+    REFRESH_CREDIT = "refresh_credit"
+
+    @property
+    def queue(self) -> Queue:
+        return _QUEUE_OF.get(self, Queue.PERIODIC)
+
+    @property
+    def takes_ids(self) -> bool:
+        """Called with a list of ids (batched by the outbox; re-creatable from a failure)."""
+        return self in _QUEUE_OF
+
+
+_QUEUE_OF = {JobName.DECIDE_REQUESTS: Queue.DECIDE, JobName.ISSUE_INVOICES: Queue.ISSUE,
+             JobName.POLL_INVOICES: Queue.ISSUE}
 
 
 class OutboxMessage(Base):
