@@ -43,12 +43,39 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+_READ_ONLY = "kaipiao_read_only"  # conn.info: in a deferred transaction that has not written yet
+
+
 def _sqlite_begin(conn) -> None:
-    # Units of work (``transaction()``) take the write lock up front (waiting up to
-    # busy_timeout), so two processes never both read-then-write and fail with
-    # SQLITE_BUSY_SNAPSHOT; plain reads (web pages) stay deferred and never block writers.
+    # Units of work (``transaction()``) take the write lock up front, so two processes never
+    # both read-then-write and fail with SQLITE_BUSY_SNAPSHOT; other transactions (web
+    # requests) begin deferred, so reads never block writers, and take the lock at their
+    # first write (``_sqlite_before_write``).
     immediate = conn.get_execution_options().get("kaipiao_write", False)
+    conn.info[_READ_ONLY] = False
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    conn.info[_READ_ONLY] = not immediate
+
+
+def _sqlite_before_write(conn, cursor, statement, _parameters, context, _executemany) -> None:
+    # A deferred transaction that has read cannot wait for the write lock: SQLite answers
+    # its first write with SQLITE_BUSY at once while another connection writes (the busy
+    # handler is not used for that upgrade) and with SQLITE_BUSY_SNAPSHOT when one has
+    # committed since its read. So before its first statement that is not a SELECT, it ends
+    # its read snapshot and begins IMMEDIATE, which waits. What it read may then be older
+    # than what it writes, as under PostgreSQL's READ COMMITTED. Cheaper than the
+    # alternatives: BEGIN IMMEDIATE for every POST would hold writers off through read-only
+    # POSTs (replay, dry-run, the password check), and retrying a failed request would
+    # repeat what it did outside the database.
+    if not conn.info.get(_READ_ONLY):
+        return
+    compiled = getattr(context, "compiled", None)
+    if statement.lstrip()[:6].upper() == "SELECT" or getattr(getattr(compiled, "statement", None),
+                                                               "is_select", False):
+        return
+    conn.info[_READ_ONLY] = False
+    cursor.execute("COMMIT")  # it has only read: nothing is lost
+    cursor.execute("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -57,6 +84,7 @@ def make_engine(url: str, **kwargs) -> Engine:
         eng = create_engine(url, **kwargs)
         event.listen(eng, "connect", _sqlite_pragmas)
         event.listen(eng, "begin", _sqlite_begin)
+        event.listen(eng, "before_cursor_execute", _sqlite_before_write)
         return eng
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
