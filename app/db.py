@@ -6,11 +6,14 @@ same session factory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 
 NAMING = {
@@ -32,6 +35,9 @@ session: scoped_session[Session] = scoped_session(SessionFactory)
 _engine: Engine | None = None
 
 
+BUSY_TIMEOUT_MS = 10000
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # Take transaction control away from pysqlite (its implicit BEGIN breaks SAVEPOINT);
     # SQLAlchemy's "begin" event below emits our own BEGIN.
@@ -39,7 +45,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
 
 
@@ -53,8 +59,11 @@ def _sqlite_begin(conn) -> None:
     # first write (``_sqlite_before_write``).
     immediate = conn.get_execution_options().get("kaipiao_write", False)
     conn.info[_READ_ONLY] = False
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-    conn.info[_READ_ONLY] = not immediate
+    if immediate:
+        _begin_immediate(conn.exec_driver_sql)
+    else:
+        conn.exec_driver_sql("BEGIN")
+        conn.info[_READ_ONLY] = True
 
 
 def _sqlite_before_write(conn, cursor, statement, _parameters, context, _executemany) -> None:
@@ -75,7 +84,27 @@ def _sqlite_before_write(conn, cursor, statement, _parameters, context, _execute
         return
     conn.info[_READ_ONLY] = False
     cursor.execute("COMMIT")  # it has only read: nothing is lost
-    cursor.execute("BEGIN IMMEDIATE")
+    _begin_immediate(cursor.execute)
+
+
+def _begin_immediate(execute: Callable[[str], object]) -> None:
+    # Waits for the write lock up to busy_timeout, trying every millisecond: SQLite's own
+    # busy handler backs off to one try every 100 ms, and so loses nearly every race against
+    # workers that take the lock again right after releasing it, and times out under load.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                execute("BEGIN IMMEDIATE")
+                return
+            except (sqlite3.OperationalError, OperationalError) as exc:
+                code = getattr(getattr(exc, "orig", exc), "sqlite_errorcode", 0)
+                if code & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.001)
+    finally:
+        execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def make_engine(url: str, **kwargs) -> Engine:
