@@ -9,6 +9,9 @@ Error contract (what the caller does):
   retry with back-off.
 * ``OutcomeUnknown``: the request may have been processed: query by serial, never resend blind.
 * ``PermanentGatewayError``: the provider refused the data: a person must look (code + reason).
+  Two refusals of ``retry`` mean something else: ``NotRetryable`` (the provider holds the serial
+  but not as failed: query it) and ``RetryUnsupported`` (the provider cannot retry: the caller
+  issues under a new serial and closes the old one in the invoice log).
 * ``GatewayPaused`` / ``AuthExpired``: stop issuing for this seller until a person renews the
   tax-bureau login (face authentication); then resume.
 """
@@ -104,6 +107,16 @@ class CreditExhausted(PermanentGatewayError):
 
 class NotFound(PermanentGatewayError):
     """The provider has no request under that serial (after OutcomeUnknown: it was never processed)."""
+
+
+class NotRetryable(PermanentGatewayError):
+    """``retry`` of a serial the provider holds in another state than failed (issuing, issued,
+    cancelled): nothing was changed; query it to learn where it is."""
+
+
+class RetryUnsupported(PermanentGatewayError):
+    """This provider has no retry of a failed request (开票重试): nothing was sent. The caller
+    queries the serial and, if it failed there, issues under a new serial (the old one closed)."""
 
 
 class GatewayPaused(TaxGatewayError):
@@ -490,6 +503,33 @@ class TaxGateway(abc.ABC):
         for serial_no in serial_nos:
             try:
                 answers.append(self.query(serial_no))
+            except TaxGatewayError as exc:
+                answers.append(exc)
+        return answers
+
+    def retry(self, serial_no: str) -> Accepted:
+        """开票重试: have the provider issue again a request it holds as *failed*, under the same
+        serial (Nuonuo reInvoice keeps orderNo and 流水号): one invoice per serial, ever. A write:
+        a lost answer is ``OutcomeUnknown`` (query by serial, never retry blind). ``NotFound``:
+        the provider never accepted the serial (send it again with ``issue``); ``NotRetryable``:
+        it is not failed there. Providers without a retry keep this default."""
+        raise RetryUnsupported("RETRY_UNSUPPORTED", f"{self.name} cannot retry a failed request")
+
+    def retry_many(self, serial_nos: Sequence[str]) -> list[Accepted | TaxGatewayError]:
+        """``retry`` for several serials, one call each (no provider has a batch retry); one
+        answer per serial, in order, errors given not raised. Once the provider pauses, nothing
+        more is sent (the rest get the same ``GatewayPaused``), as in ``issue_many``."""
+        answers: list[Accepted | TaxGatewayError] = []
+        stop: GatewayPaused | None = None
+        for serial_no in serial_nos:
+            if stop is not None:
+                answers.append(stop)
+                continue
+            try:
+                answers.append(self.retry(serial_no))
+            except GatewayPaused as exc:
+                stop = exc
+                answers.append(exc)
             except TaxGatewayError as exc:
                 answers.append(exc)
         return answers

@@ -39,6 +39,7 @@ from app.integrations.tax.base import (
     IssueStatus,
     LineKind,
     NotFound,
+    NotRetryable,
     OutcomeUnknown,
     Party,
     PermanentGatewayError,
@@ -211,6 +212,8 @@ class NuonuoGateway(TaxGateway):
             raise AuthExpired(describe or "tax-bureau login expired", code=code)
         if code == nn.E_CREDIT:
             raise CreditExhausted(code, describe)
+        if code == nn.E_NOT_RETRYABLE:
+            raise NotRetryable(code, describe)
         raise PermanentGatewayError(code, describe)
 
     # ------------------------------------------------------------------ shapes
@@ -375,6 +378,30 @@ class NuonuoGateway(TaxGateway):
                                error_reason=item.get("failCause") or item.get("statusMsg"),
                                permanent=status != "24", **common)
         raise PermanentGatewayError("UNKNOWN_STATUS", f"unexpected Nuonuo status {status!r}")
+
+    def retry(self, serial_no: str) -> Accepted:
+        """reInvoice (开票重试) of a request Nuonuo holds as failed (22, 24); orderNo and 流水号
+        stay the same. Asked by orderNo first (a read), so a serial Nuonuo never accepted is
+        ``NotFound`` and one that is not failed ``NotRetryable`` before any write is sent, and
+        ``fpqqlsh`` is Nuonuo's own 流水号 (we may never have seen it: an accept can be lost).
+        The request body is our choice, to verify (nuonuo_protocol.M_RETRY)."""
+        order_no = order_no_for(serial_no)
+        item = self._query_item(serial_no)
+        if item is None:
+            raise NotFound("NOT_FOUND", f"Nuonuo has no request with orderNo {order_no}")
+        status = str(item.get("status", ""))
+        if status not in nn.STATUS_FAILED:
+            raise NotRetryable(nn.E_NOT_RETRYABLE, f"orderNo {order_no} has Nuonuo status {status}"
+                                                   f" ({item.get('statusMsg') or ''}), not failed")
+        provider_serial = str(item["serialNo"])
+        try:
+            result = self._call(nn.M_RETRY, {"fpqqlsh": provider_serial, "orderNo": order_no}, writes=True,
+                                serial_no=serial_no)
+        except _Duplicate as exc:  # not an answer reInvoice should give: a person must look
+            raise PermanentGatewayError(nn.E_DUPLICATE, str(exc)) from None
+        if isinstance(result, dict) and result.get("invoiceSerialNum"):
+            provider_serial = str(result["invoiceSerialNum"])
+        return Accepted(serial_no=serial_no, provider_serial=provider_serial)
 
     def apply_red_confirm(self, request: RedConfirmRequest) -> RedConfirm:
         if request.buyer is None:

@@ -18,6 +18,13 @@ M_RED_FAST = "nuonuo.OpeMplatform.fastInvoiceRed"
 M_RED_CONFIRM_SAVE = "nuonuo.OpeMplatform.saveInvoiceRedConfirm"
 M_RED_CONFIRM_QUERY = "nuonuo.OpeMplatform.queryInvoiceRedConfirm"
 M_CREDIT = "nuonuo.OpeMplatform.getCreditLine"  # 查询/刷新企业授信额度; operateType 1 = query
+# 开票重试 of a failed request; orderNo and 流水号 stay those of the original request. SANDBOX: to
+# verify. apis.md §7.4 names nuonuo.ElectronInvoice.reInvoice (the older 诺诺发票 product, by
+# fpqqlsh); a third-party copy of Nuonuo's doc names this 诺税通 SaaS method, which refuses issued
+# (发票已生成) and issuing (开票中) invoices, but its body fields were not seen. Our choice:
+# {"fpqqlsh": Nuonuo's 流水号 (read back by orderNo first), "orderNo": ...}; answer
+# {"invoiceSerialNum"} (the adapter keeps the known 流水号 when the answer has none).
+M_RETRY = "nuonuo.OpeMplatform.reInvoice"
 
 OK = "E0000"
 E_MISSING_PARAM = "E4000"
@@ -31,6 +38,8 @@ E_RED_CONFIRM_REQUIRED = "E9170"  # SANDBOX
 E_RED_EXCEEDS = "E9171"  # SANDBOX
 E_RED_LINE = "E9172"  # SANDBOX
 E_RED_NOT_ALLOWED = "E9173"  # SANDBOX
+E_RETRY_LIMIT = "E9613"  # ≤20 开票重试 a day per serial (apis.md §7.2, a third-party source)
+E_NOT_RETRYABLE = "E9614"  # SANDBOX: reInvoice of an invoice that is not failed (issued, issuing)
 E_RATE_LIMITED = "E9429"  # SANDBOX
 E_LOGIN_EXPIRED = "E9701"  # SANDBOX: 电子税务局登录失效, 需扫码/刷脸
 E_SIGNATURE = "E9997"  # SANDBOX

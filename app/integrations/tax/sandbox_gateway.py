@@ -31,6 +31,7 @@ from app.integrations.tax.base import (
     IssueResult,
     IssueStatus,
     NotFound,
+    NotRetryable,
     OutcomeUnknown,
     PermanentGatewayError,
     RedConfirm,
@@ -220,6 +221,13 @@ class SandboxGateway(TaxGateway):
         return Accepted(serial_no=data["serial_no"], provider_serial=data["provider_serial"],
                         duplicate=bool(data.get("duplicate")))
 
+    def retry(self, serial_no: str) -> Accepted:
+        # A write: a lost answer is OutcomeUnknown (the caller queries, never retries blind; a
+        # second retry would be refused as NOT_RETRYABLE anyway, the invoice being pending).
+        data = self._call("POST", f"/v1/invoices/{_segment(serial_no)}/retry", {}, writes=True,
+                          serial_no=serial_no)
+        return Accepted(serial_no=data["serial_no"], provider_serial=data["provider_serial"])
+
     def cancel(self, serial_no: str) -> None:
         # Cancelling twice answers "cancelled" again, so a lost answer is safe to retry.
         self._call("POST", f"/v1/invoices/{_segment(serial_no)}/cancel", {})
@@ -236,6 +244,8 @@ def _coded_error(code: str, message: str) -> TaxGatewayError:
         return NotFound(code, message)
     if code == "DUPLICATE_SERIAL":
         return IdempotencyConflict(code, message)
+    if code == "NOT_RETRYABLE":
+        return NotRetryable(code, message)
     if code == "CREDIT_EXCEEDED":
         return CreditExhausted(code, message)
     return PermanentGatewayError(code, message)

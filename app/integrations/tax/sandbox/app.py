@@ -11,6 +11,11 @@ Native wire (every call signed, see ``signing.native_sign``; JSON bodies, decima
     POST /v1/invoices/query           {"serial_nos": [...]} (1..50)
                                       -> 200 {"results": [result | {serial_no, error: {code: NOT_FOUND, ...}}]}
     POST /v1/invoices/<serial_no>/cancel                            -> 200 result
+    POST /v1/invoices/<serial_no>/retry    {}                       -> 202 {serial_no, provider_serial,
+                                                                          status: pending, duplicate: false}
+                                      开票重试 of a failed invoice, same serial and provider serial;
+                                      404 NOT_FOUND, 409 NOT_RETRYABLE (not failed), 422 RETRY_LIMIT
+                                      (20 a day per serial), CREDIT_EXCEEDED
     POST /v1/red-confirms             {apply_id?, blue_number, reason, lines?} -> 200 confirm
     GET  /v1/red-confirms/<confirm_id>                              -> 200 confirm
     POST /v1/red-invoices             {serial_no, blue_number, reason, lines?, confirm_id?} -> 202
@@ -26,7 +31,10 @@ items, and an expired tax-bureau login. A batch is one call for fault injection 
 429, timeout, unknown) except ``fail_later``, which is drawn per invoice; it is processed in one
 store transaction.
 
-Nuonuo wire: ``POST /accessToken`` and ``POST /open/v1/services`` exactly as apis.md §7.
+Nuonuo wire: ``POST /accessToken`` and ``POST /open/v1/services`` exactly as apis.md §7, plus
+开票重试 ``nuonuo.OpeMplatform.reInvoice`` with ``{"fpqqlsh": 流水号, "orderNo": ...}`` (either
+one names the invoice; both must agree) -> ``{"invoiceSerialNum"}``: the body is our choice, to
+verify against Nuonuo's document (see nuonuo_protocol.M_RETRY).
 
 Admin (no signature; the sandbox binds loopback only): ``GET|POST /admin/faults``,
 ``POST /admin/renew-login``, ``POST /admin/expire-login``, ``GET /admin/state``,
@@ -264,6 +272,10 @@ def _native_routes(app: Flask, service: SandboxService) -> None:
     @app.post("/v1/invoices/<serial_no>/cancel")
     def cancel(serial_no: str) -> Response:
         return signed("cancel", lambda _f: jsonify(service.cancel(serial_no)))
+
+    @app.post("/v1/invoices/<serial_no>/retry")
+    def retry(serial_no: str) -> Response:
+        return signed("retry", lambda fail_later: accepted(service.retry(serial_no, fail_later=fail_later), False))
 
     @app.post("/v1/red-confirms")
     def apply_confirm() -> Response:
@@ -586,6 +598,20 @@ def _nuonuo_routes(app: Flask, service: SandboxService) -> None:
             raise ProviderError("DUPLICATE_SERIAL", "订单编号或流水号不能重复")
         return _nn_envelope(nn.OK, "冲红提交成功", {"invoiceSerialNum": result["provider_serial"]})
 
+    def reinvoice(_user_tax: str, fail_later: bool) -> Response:
+        data = content()
+        provider_serial = str(data.get("fpqqlsh") or "")
+        order_no = str(data.get("orderNo") or "")
+        if not provider_serial and not order_no:
+            raise ProviderError("MALFORMED", "fpqqlsh和orderNo至少传一个")
+        serial_no = service.find_by_provider_serial(provider_serial) if provider_serial else order_no
+        if serial_no is None:
+            raise ProviderError("NOT_FOUND", f"流水号不存在: {provider_serial}")
+        if order_no and serial_no != order_no:
+            raise ProviderError("MALFORMED", "fpqqlsh与orderNo不是同一张发票")
+        result = service.retry(serial_no, fail_later=fail_later)
+        return _nn_envelope(nn.OK, "开票重试提交成功", {"invoiceSerialNum": result["provider_serial"]})
+
     def credit(_user_tax: str, _f: bool) -> Response:
         data = content()
         if str(data.get("operateType", "1")) == "0":
@@ -601,6 +627,7 @@ def _nuonuo_routes(app: Flask, service: SandboxService) -> None:
         nn.M_RED_CONFIRM_SAVE: ("red_confirm", save_confirm),
         nn.M_RED_CONFIRM_QUERY: ("red_confirm", query_confirm),
         nn.M_RED_FAST: ("red", fast_red),
+        nn.M_RETRY: ("retry", reinvoice),
         nn.M_CREDIT: ("credit", credit),
     }
 

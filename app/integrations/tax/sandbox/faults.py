@@ -12,7 +12,7 @@ Shape (``GET/POST /admin/faults``; POST merges, ``{"reset": true}`` restores the
 
 Modes per call kind: ``timeout`` (process, then answer too late), ``error_5xx`` (503, not
 processed), ``rate_limit`` (429, not processed), ``unknown`` (process, answer 500),
-``fail_later`` (issue/red only: accepted, later fails with status failed / Nuonuo 22).
+``fail_later`` (issue/red/retry only: accepted, later fails with status failed / Nuonuo 24).
 ``count`` limits how many calls the fault hits (then it is removed); ``rate`` is a probability.
 
 Batch calls (``POST /v1/invoices/batch``, ``/v1/invoices/query``) count as one call of their kind
@@ -31,7 +31,8 @@ from typing import Any
 
 from app.integrations.tax.sandbox.store import kv_get, kv_set
 
-CALL_KINDS = ("issue", "query", "red", "red_confirm", "cancel", "credit", "token")
+CALL_KINDS = ("issue", "query", "red", "red_confirm", "cancel", "retry", "credit", "token")
+FAIL_LATER_KINDS = ("issue", "red", "retry")  # the calls that start an issuance
 MODES = ("none", "timeout", "error_5xx", "rate_limit", "unknown", "fail_later")
 KEY = "faults"
 
@@ -105,8 +106,8 @@ def merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
                     continue
                 if not isinstance(spec, dict) or spec.get("mode") not in MODES:
                     raise ValueError(f"calls.{kind}.mode must be one of {', '.join(MODES)}")
-                if spec["mode"] == "fail_later" and kind not in ("issue", "red"):
-                    raise ValueError("fail_later applies to issue and red calls only")
+                if spec["mode"] == "fail_later" and kind not in FAIL_LATER_KINDS:
+                    raise ValueError("fail_later applies to issue, red and retry calls only")
                 if "count" in spec and spec["count"] is not None:
                     _check_number(spec["count"], f"calls.{kind}.count")
                 if "rate" in spec:

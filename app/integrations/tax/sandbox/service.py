@@ -38,6 +38,13 @@ TAX_TOLERANCE = Decimal("0.06")  # per line |amount×rate − tax| (fapiao.md §
 INVOICE_TAX_TOLERANCE = Decimal("1.27")  # Σ(amount×rate − tax) per invoice
 MAX_LINES = 2000
 MAX_REMARK = 200  # 数电票 remark
+MAX_RETRIES_PER_DAY = 20  # 开票重试 per serial and day (Nuonuo E9613, apis.md §7.2)
+# Why a retry is refused, by the provider's status (Nuonuo's reInvoice prompts, where it has one).
+NOT_RETRYABLE = {
+    "pending": "开票中（重试中），请耐心等待开票结果",
+    "issued": "发票已生成，无需再重试开票",
+    "cancelled": "请求已撤销, 不能重试开票",
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,8 @@ class ErrorSpec:
 
 
 # Native code -> HTTP status and the Nuonuo code the nuonuo wire answers with. Nuonuo codes from
-# apis.md §7.2 where documented; E9160, E917x, E9429, E9701, E9997-E9999 are this sandbox's own
-# choices (the sources give no code for them) and the Nuonuo adapter maps them explicitly.
+# apis.md §7.2 where documented; E9160, E917x, E9429, E9614, E9701, E9997-E9999 are this sandbox's
+# own choices (the sources give no code for them) and the Nuonuo adapter maps them explicitly.
 ERRORS: dict[str, ErrorSpec] = {
     "MALFORMED": ErrorSpec(400, "E4000", True),
     "BAD_SIGNATURE": ErrorSpec(401, "E9997", True),
@@ -60,6 +67,8 @@ ERRORS: dict[str, ErrorSpec] = {
     "NOT_FOUND": ErrorSpec(404, "E4000", True),
     "DUPLICATE_SERIAL": ErrorSpec(409, "E9106", True),
     "NOT_CANCELLABLE": ErrorSpec(409, "E4000", True),
+    "NOT_RETRYABLE": ErrorSpec(409, "E9614", True),
+    "RETRY_LIMIT": ErrorSpec(422, "E9613", True),
     "TAX_TOLERANCE": ErrorSpec(422, "E9131", True),
     "AMOUNT_MISMATCH": ErrorSpec(422, "E9130", True),
     "AMOUNTS_REQUIRED": ErrorSpec(422, "E9123", True),
@@ -628,6 +637,54 @@ class SandboxService:
             if row["confirm_id"]:  # the 确认单 can be used again
                 conn.execute("UPDATE red_confirms SET red_serial = NULL WHERE confirm_id = ?", (row["confirm_id"],))
             bump(conn, "cancelled")
+            return self.row_to_result(self._get(conn, serial_no))
+
+    def retry(self, serial_no: str, *, fail_later: bool = False) -> dict[str, Any]:
+        """开票重试 (Nuonuo reInvoice): a request held as failed goes back to pending under the
+        same serial and provider serial, then becomes issued (or fails again: ``fail_later``).
+        The row is the same one, so a serial never has more than one invoice. Refused with
+        NOT_FOUND (never accepted), NOT_RETRYABLE (pending, issued or cancelled: nothing to
+        retry), RETRY_LIMIT (more than 20 retries of the serial today), CREDIT_EXCEEDED (the
+        failure gave its credit back; a retry takes it again) or LOGIN_EXPIRED."""
+        with self.store.tx() as conn:
+            faults = self._faults(conn)
+            self._check_login(conn, faults)
+            row = self._get(conn, serial_no)
+            if row is None:
+                raise ProviderError("NOT_FOUND", f"流水号不存在: {serial_no}")
+            row = self._settle(conn, row)
+            if row["status"] != "failed":
+                bump(conn, "retries_refused")
+                raise ProviderError("NOT_RETRYABLE", f"{serial_no}: {NOT_RETRYABLE[row['status']]}")
+            now = self.now()
+            day = datetime.fromtimestamp(now, BEIJING).strftime("%Y-%m-%d")
+            done = conn.execute("SELECT count FROM retries WHERE serial_no = ? AND day = ?", (serial_no, day)).fetchone()
+            if done is not None and done["count"] >= MAX_RETRIES_PER_DAY:
+                bump(conn, "retries_refused")
+                raise ProviderError("RETRY_LIMIT", f"同一流水号每天最多重试{MAX_RETRIES_PER_DAY}次: {serial_no}")
+            month = self.month_of(now)
+            if row["color"] == "blue":
+                limit, used = self.credit_limit_fen(conn), self._used_fen(conn, month)
+                if used + row["gross_fen"] > limit:
+                    bump(conn, "retries_refused")
+                    raise ProviderError("CREDIT_EXCEEDED", f"本月授信额度不足: 剩余{from_fen(limit - used)},"
+                                                           f" 本次{from_fen(row['gross_fen'])}")
+                self._add_used(conn, month, row["gross_fen"])
+            else:
+                # What the red reverses is checked again: another red may have reversed the blue
+                # meanwhile (a failed red holds none of it).
+                payload = json.loads(row["payload"])
+                self._check_red(conn, self._issued_blue(conn, row["blue_number"]),
+                                parse_red_lines(payload["lines"]) or [], RedReason(row["red_reason"]),
+                                include_open_confirms=False)
+            conn.execute(
+                "UPDATE invoices SET status = 'pending', ready_at = ?, credit_month = ?, fail_code = ?,"
+                " fail_reason = ? WHERE serial_no = ?",
+                (now + faults["issue_delay_ms"] / 1000, month, "ISSUE_FAILED" if fail_later else None,
+                 "税局开具失败(沙箱注入)" if fail_later else None, serial_no))
+            conn.execute("INSERT INTO retries(serial_no, day, count) VALUES (?, ?, 1) ON CONFLICT(serial_no, day)"
+                         " DO UPDATE SET count = count + 1", (serial_no, day))
+            bump(conn, "retried")
             return self.row_to_result(self._get(conn, serial_no))
 
     def credit(self) -> dict[str, Any]:

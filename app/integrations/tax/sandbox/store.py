@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retries (       -- 开票重试 per serial and Beijing day (the daily cap)
+    serial_no TEXT NOT NULL,
+    day       TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (serial_no, day)
+);
 CREATE TABLE IF NOT EXISTS kv (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
