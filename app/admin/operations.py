@@ -461,8 +461,8 @@ class OperationsView(SecureView):
             if invoice.status != "failed":
                 raise Refused(_("invoice %(id)s is %(status)s; only failed invoices are retried",
                                 id=invoice_id, status=invoice.status))
-            pipeline.retry_failed(session, invoice_id, actor=self._actor())
-            return _("Invoice %(serial)s is ready to be sent again.", serial=invoice.serial_no)
+            pipeline.retry_failed(session, invoice_id, actor=self._actor())  # the job calls the provider
+            return _("Retry of invoice %(serial)s queued.", serial=invoice.serial_no)
 
         return self._act("ops.retry_invoice", f"Invoice:{invoice_id}", work, "failed-invoices")
 

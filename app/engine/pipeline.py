@@ -10,6 +10,14 @@ never a blind resend; only when the provider says it has no such serial is the s
 sent again (the provider is idempotent on it). Transient failures go back to ``ready`` with
 a backoff; permanent ones become ``failed`` with the provider's reason; an expired tax-bureau
 login or an outage pauses issuing until it is resolved, then the backlog drains in order.
+
+重试 (operations retry a failed invoice): a failed serial is not simply sent again — the
+provider would answer "duplicate" and keep it failed. The invoice goes ``failed →
+retry_ready`` and the issue job asks the provider to retry that serial (``gateway.retry``,
+Nuonuo reInvoice), committed as ``issuing`` first like an issue; its answer is recorded the
+same way (accepted → pending → polled; lost → unknown → queried, never retried blind). Only a
+serial the provider never accepted is sent again, and only where a provider cannot retry
+does the invoice get a new serial, the old one closed in the invoice log.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from app.engine.contract import parse_order
 from app.engine.decisions import ruleset_for
 from app.engine.gateways import gateway_for
 from app.engine.shop_context import compose_for, seller_for
+from app.engine.states import SENDABLE
 from app.errors import InvalidTransition, Problem, ValidationFailed
 from app.integrations.tax.base import (
     Accepted,
@@ -42,7 +51,9 @@ from app.integrations.tax.base import (
     IssueRequest,
     IssueStatus,
     NotFound,
+    NotRetryable,
     OutcomeUnknown,
+    RetryUnsupported,
     TaxGatewayError,
     TransientGatewayError,
 )
@@ -139,6 +150,7 @@ class _Claim:
     invoice_id: int
     request: IssueRequest
     seller: SellerEntity | None
+    retry: bool = False  # claimed from retry_ready: ask the provider to retry the serial
 
 
 def decide_requests(request_ids: Iterable[int], now: datetime | None = None, *, issue_now: bool = True) -> Outcome:
@@ -264,9 +276,8 @@ def _compose_and_queue(session: Session, request: InvoiceRequest, order, parsed,
         lifecycle.move_request(session, request, verdict, expect="deciding", order_pk=order.id,
                                reason=reason, **{**stamp, "decision": draft["decision"]})
         return verdict
-    # A first decision has no earlier invoices; a re-decision (after a hold, a failure) counts them.
-    generation = 0 if request.rules_version is None else (
-        session.query(Invoice).filter(Invoice.request_id == request.id, Invoice.color == "blue").count())
+    # A first decision has no earlier invoices; a re-decision (after a hold, a failure) goes past them.
+    generation = 0 if request.rules_version is None else _last_generation(session, request.id)
     count = len(draft["invoices"])
     claiming = session.info.get(_CLAIM_KEY) is not None
     composed = session.info.setdefault(_COMPOSED_KEY, [])
@@ -285,6 +296,14 @@ def _compose_and_queue(session: Session, request: InvoiceRequest, order, parsed,
     lifecycle.move_request(session, request, "issuing", expect="deciding", order_pk=order.id,
                            reason=None, **{**stamp, "decision": draft["decision"]})
     return "issuing"
+
+
+def _last_generation(session: Session, request_id: int) -> int:
+    """The highest serial generation the request's invoices carry (0: none). A new serial takes
+    the next one, so it never repeats an earlier serial, nor one closed in the log (a closed
+    serial is always below the serial that replaced it)."""
+    serials = session.scalars(select(Invoice.serial_no).where(Invoice.request_id == request_id)).all()
+    return max((int(serial[-4:]) for serial in serials if serial[-4:].isdigit()), default=0)
 
 
 def _record_composed(session: Session) -> None:
@@ -384,6 +403,8 @@ def resume(session: Session, actor: str) -> bool:
 
 def issue_invoices(invoice_ids: Iterable[int], now: datetime | None = None) -> Outcome:
     """ready → issuing (committed) → call → pending | issued | unknown | ready (backoff) | failed.
+    retry_ready → issuing (committed) → ``gateway.retry`` → pending | unknown | retry_ready
+    (backoff, paused) | failed; ``_record_issue`` says what each answer leads to.
 
     Every serial is committed as ``issuing`` before any call leaves this process; the answers
     are then recorded together (a crash before that leaves ``issuing``, which the tick turns
@@ -412,22 +433,24 @@ def _claim(ids: list[int], now: datetime, *, batch: bool) -> tuple[Outcome, list
         sellers: dict[int, SellerEntity | None] = {}
         with session.no_autoflush, (lifecycle.batched(session) if batch else nullcontext()):
             for invoice in invoices:
-                if invoice.status != "ready" or (invoice.next_attempt_at and invoice.next_attempt_at > now):
+                if invoice.status not in SENDABLE or (invoice.next_attempt_at and invoice.next_attempt_at > now):
                     outcome.bump("skipped")
                     continue
+                retry = invoice.status == "retry_ready"
                 request = IssueRequest.from_draft_invoice(invoice.serial_no, invoice_document(invoice))
                 if invoice.seller_entity_id not in sellers:
                     sellers[invoice.seller_entity_id] = (session.get(SellerEntity, invoice.seller_entity_id)
                                                          if invoice.seller_entity_id else None)
                 try:
-                    lifecycle.move_invoice(session, invoice, "issuing", expect="ready",
-                                           data={"serial_no": invoice.serial_no, "attempt": invoice.attempts + 1})
+                    lifecycle.move_invoice(session, invoice, "issuing", expect=invoice.status,
+                                           data={"serial_no": invoice.serial_no, "attempt": invoice.attempts + 1,
+                                                 **({"retry": True} if retry else {})})
                 except InvalidTransition:
                     if batch:
                         raise
                     outcome.bump("raced")
                     continue
-                claimed.append(_Claim(invoice.id, request, sellers[invoice.seller_entity_id]))
+                claimed.append(_Claim(invoice.id, request, sellers[invoice.seller_entity_id], retry))
     return outcome, claimed
 
 
@@ -445,38 +468,45 @@ def _send(claimed: list[_Claim]) -> Outcome:
         by_seller.setdefault(claim.seller.id if claim.seller else None, []).append(claim)
     for group in by_seller.values():
         gateway = gateway_for(group[0].seller, settings)
-        step = max(gateway.batch_size, 1) * 10  # at most ten calls before a pause is heeded
-        for start in range(0, len(group), step):
-            chunk = group[start:start + step]
-            if stop is not None:
-                answers.update((c.invoice_id, ("unsent", None)) for c in chunk)
-                continue
-            for claim, answer in zip(chunk, gateway.issue_many([c.request for c in chunk]), strict=True):
-                kind = _classify_issue(answer)
-                if kind == "unsent" and stop is None:
-                    stop = ("auth_expired" if isinstance(answer, AuthExpired) else "paused", str(answer))
-                elif kind == "credit" and stop is None:
-                    stop = ("credit", f"monthly credit (授信额度) exhausted: {answer}")
-                elif kind == "transient":
-                    # One failed call answers for every item it carried: count calls, not items.
-                    call_error = getattr(answer, "call_error", answer)
-                    if call_error is not last_error:
-                        streak += 1
-                        leading += 0 if succeeded else 1
-                    last_error = call_error
-                    if streak >= OUTAGE_THRESHOLD and stop is None:
-                        stop = ("outage", f"{streak} consecutive transient failures: {answer}")
-                elif kind == "accepted":
-                    streak, last_error, succeeded = 0, None, True
-                answers[claim.invoice_id] = (kind, answer)
-    # Ask right away for what was accepted: a fast provider has settled it already.
+        for retry in (False, True):
+            members = [c for c in group if c.retry is retry]
+            # At most ten calls before a pause is heeded (a retry is one call per invoice).
+            step = 10 if retry else max(gateway.batch_size, 1) * 10
+            for start in range(0, len(members), step):
+                chunk = members[start:start + step]
+                if stop is not None:
+                    answers.update((c.invoice_id, ("unsent", None)) for c in chunk)
+                    continue
+                sent = (gateway.retry_many([c.request.serial_no for c in chunk]) if retry
+                        else gateway.issue_many([c.request for c in chunk]))
+                for claim, answer in zip(chunk, sent, strict=True):
+                    kind = _classify_retry(answer) if retry else _classify_issue(answer)
+                    if kind == "unsent" and stop is None:
+                        stop = ("auth_expired" if isinstance(answer, AuthExpired) else "paused", str(answer))
+                    elif kind == "credit" and stop is None:
+                        stop = ("credit", f"monthly credit (授信额度) exhausted: {answer}")
+                    elif kind == "transient":
+                        # One failed call answers for every item it carried: count calls, not items.
+                        call_error = getattr(answer, "call_error", answer)
+                        if call_error is not last_error:
+                            streak += 1
+                            leading += 0 if succeeded else 1
+                        last_error = call_error
+                        if streak >= OUTAGE_THRESHOLD and stop is None:
+                            stop = ("outage", f"{streak} consecutive transient failures: {answer}")
+                    elif kind == "accepted":
+                        streak, last_error, succeeded = 0, None, True
+                    answers[claim.invoice_id] = (kind, answer)
+    # Ask right away for what was accepted: a fast provider has settled it already. And for a
+    # retry the provider cannot do: the answer decides between the same serial and a new one.
     results: dict[int, Any] = {}
     for group in by_seller.values():
-        accepted = [c for c in group if answers[c.invoice_id][0] == "accepted"]
-        if accepted:
+        ask = [c for c in group if answers[c.invoice_id][0] in ("accepted", "unsupported")]
+        if ask:
             gateway = gateway_for(group[0].seller, settings)
-            results.update(zip([c.invoice_id for c in accepted],
-                               gateway.query_many([c.request.serial_no for c in accepted]), strict=True))
+            results.update(zip([c.invoice_id for c in ask],
+                               gateway.query_many([c.request.serial_no for c in ask]), strict=True))
+    retried = {c.invoice_id for c in claimed if c.retry}
 
     def prepare(session: Session) -> None:
         outage = _record_streak(session, streak if succeeded else None, leading)
@@ -486,7 +516,7 @@ def _send(claimed: list[_Claim]) -> Outcome:
 
     def record_one(session: Session, invoice_id: int) -> str:
         kind, value = answers[invoice_id]
-        return _record_issue(session, invoice_id, kind, value, results.get(invoice_id))
+        return _record_issue(session, invoice_id, kind, value, results.get(invoice_id), retry=invoice_id in retried)
 
     outcome = _recorded(list(answers), record_one, prepare)
     accepted = sum(kind == "accepted" for kind, _ in answers.values())
@@ -541,27 +571,83 @@ def _classify_issue(answer: Any) -> str:
     return "failed"  # PermanentGatewayError and anything else the provider refused
 
 
-def _record_issue(session: Session, invoice_id: int, kind: str, value: Any, result: Any) -> str:
+def _classify_retry(answer: Any) -> str:
+    """An answer to ``gateway.retry``: the three refusals that are not a failure of the
+    invoice, then the same kinds as an issue answer."""
+    if isinstance(answer, NotFound):
+        return "resend"  # the provider never accepted the serial: send it (the same one) again
+    if isinstance(answer, NotRetryable):
+        return "not_failed"  # held in another state than failed: ask which
+    if isinstance(answer, RetryUnsupported):
+        return "unsupported"  # this provider cannot retry: see _without_retry
+    return _classify_issue(answer)
+
+
+def _record_issue(session: Session, invoice_id: int, kind: str, value: Any, result: Any, *,
+                  retry: bool = False) -> str:
+    """Record the answer to an issue call or, with ``retry``, to a 重试 call (``result``: the
+    query right after it, for what was accepted or could not be retried)."""
+    back = "retry_ready" if retry else "ready"  # where an unsent or transiently failed call waits
     if kind == "accepted":
         lifecycle.move_invoice(session, invoice_id, "pending", expect="issuing", provider_ref=value.provider_serial,
-                               data={"provider_serial": value.provider_serial, "duplicate": value.duplicate},
+                               data={"provider_serial": value.provider_serial, "duplicate": value.duplicate,
+                                     **({"retry": True} if retry else {})},
                                next_attempt_at=utcnow() + TIMING.first_poll)
         return _record_result(session, invoice_id, "pending", 0, result, just_accepted=True)
-    if kind == "unknown":
-        lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing", reason=str(value)[:200],
+    if kind in ("unknown", "not_failed"):
+        # The call may have been processed (unknown), or the provider holds the serial in
+        # another state than we do (not_failed): query by serial, never send blind.
+        reason = str(value) if kind == "unknown" else f"not retried, the provider holds it as not failed: {value}"
+        lifecycle.move_invoice(session, invoice_id, "unknown", expect="issuing", reason=reason[:200],
                                next_attempt_at=utcnow() + TIMING.first_poll)
-        return "unknown"
+        return kind
+    if kind == "resend":
+        lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing", next_attempt_at=None,
+                               reason="the provider has no record of this serial: it is sent again")
+        queue_issue(session, invoice_id)
+        return "resend"
+    if kind == "unsupported":
+        return _without_retry(session, invoice_id, result)
     if kind == "transient":
-        return _retry_later(session, invoice_id, value)
+        return _retry_later(session, invoice_id, value, to=back)
     if kind == "failed":
         code = getattr(value, "code", None) or type(value).__name__
         _fail(session, invoice_id, f"{code}: {value}", expect="issuing")
         return "failed"
     # Unsent (refused before processing because issuing is paused, or never sent after the
-    # pause) or refused for want of credit: back to ready, sent again when issuing resumes.
+    # pause) or refused for want of credit: back to (retry_)ready, sent again when issuing resumes.
     why = f"credit exhausted: {value}" if kind == "credit" else "issuing is paused"
-    lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing", reason=f"not sent: {why}"[:200])
+    lifecycle.move_invoice(session, invoice_id, back, expect="issuing", reason=f"not sent: {why}"[:200])
     return "paused"
+
+
+def _without_retry(session: Session, invoice_id: int, result: Any) -> str:
+    """重试 at a provider that cannot retry: its answer to the query by serial decides. Never
+    accepted: the same serial is sent again. Failed there (final at such a provider, so the
+    serial can never become an invoice): a new serial, the old one closed in the invoice log.
+    Pending or issued after all: recorded as such. No answer: asked again later."""
+    if isinstance(result, NotFound):
+        return _record_issue(session, invoice_id, "resend", result, None)
+    if isinstance(result, TransientGatewayError) or result is None:
+        return _retry_later(session, invoice_id, result or TransientGatewayError("no answer"), to="retry_ready")
+    if isinstance(result, TaxGatewayError):
+        _fail(session, invoice_id, f"cannot retry, and the query by serial failed: {result}", expect="issuing")
+        return "failed"
+    if result.status != IssueStatus.FAILED:
+        return _record_result(session, invoice_id, "issuing", 0, result)
+    invoice = session.get(Invoice, invoice_id)
+    lifecycle.flush_batch(session)  # the generation below reads the serials of the batch's rows
+    closed = invoice.serial_no
+    serial_no = serial_for(invoice.request_id, invoice.split_index, _last_generation(session, invoice.request_id) + 1)
+    ledger.record(session, "serial_closed", order_pk=invoice.order_pk, request_id=invoice.request_id,
+                  invoice_id=invoice_id, data={"serial_no": closed, "replaced_by": serial_no,
+                                               "provider_status": result.status.value,
+                                               "reason": "the provider cannot retry a failed serial"})
+    lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing", serial_no=serial_no, provider_ref=None,
+                           next_attempt_at=None, reason=f"sent under a new serial; {closed} closed",
+                           data={"serial_no": serial_no, "closed_serial_no": closed})
+    queue_issue(session, invoice_id)
+    return "new_serial"
 
 
 def _recorded(invoice_ids: list[int], record_one: Any, prepare: Any = None) -> Outcome:
@@ -595,14 +681,14 @@ def _recorded(invoice_ids: list[int], record_one: Any, prepare: Any = None) -> O
         return run(session)
 
 
-def _retry_later(session: Session, invoice_id: int, exc: TaxGatewayError) -> str:
+def _retry_later(session: Session, invoice_id: int, exc: TaxGatewayError, *, to: str = "ready") -> str:
     invoice = session.get(Invoice, invoice_id)
     attempts = invoice.attempts + 1
     if attempts >= MAX_TRANSIENT_ATTEMPTS:
         _fail(session, invoice_id, f"gave up after {attempts} transient failures: {exc}", expect="issuing")
         return "failed"
     retry_after = getattr(exc, "retry_after", None)
-    lifecycle.move_invoice(session, invoice_id, "ready", expect="issuing", reason=str(exc)[:200],
+    lifecycle.move_invoice(session, invoice_id, to, expect="issuing", reason=str(exc)[:200],
                            attempts=attempts, next_attempt_at=utcnow() + backoff(attempts, retry_after))
     return "retry"
 
@@ -723,7 +809,7 @@ def _mark_issued(session: Session, invoice_id: int, status: str, result) -> None
 def _queue_backlog(session: Session, limit: int | None = 2000) -> int:
     """Queue ready invoices that are due, oldest first (drains a backlog in order)."""
     now = utcnow()
-    query = (select(Invoice.id, Invoice.state_version).where(Invoice.status == "ready")
+    query = (select(Invoice.id, Invoice.state_version).where(Invoice.status.in_(SENDABLE))
              .where((Invoice.next_attempt_at.is_(None)) | (Invoice.next_attempt_at <= now))
              .order_by(Invoice.id))
     rows = session.execute(query.limit(limit) if limit else query).all()
@@ -732,7 +818,7 @@ def _queue_backlog(session: Session, limit: int | None = 2000) -> int:
     return len(rows)
 
 
-def _due_unqueued(statuses: tuple[str, ...], now: datetime, lost: datetime) -> Any:
+def _due_unqueued(statuses: Iterable[str], now: datetime, lost: datetime) -> Any:
     """Invoices in ``statuses`` whose next attempt is due and that no live job covers: never
     queued, queued before ``lost`` (the job must be gone), or queued before the retry time
     it is now waiting for. Oldest first, so a backlog drains in order."""
@@ -764,7 +850,7 @@ def tick(now: datetime | None = None) -> Outcome:
         if not paused:
             # Due retries (next_attempt_at passed since the last queueing) and ready invoices
             # whose job was lost (queued long ago, still ready).
-            retry = session.scalars(_due_unqueued(("ready",), now, lost)).all()
+            retry = session.scalars(_due_unqueued(SENDABLE, now, lost)).all()
             for invoice_id in retry:
                 queue_issue(session, invoice_id)
             outcome.bump("retry_queued", len(retry))
@@ -821,10 +907,13 @@ def refresh_credit() -> bool:
 
 
 def retry_failed(session: Session, invoice_id: int, actor: str) -> None:
-    """Operations: send a failed invoice again (same serial: the provider will not duplicate)."""
+    """Operations 重试: mark a failed invoice for a retry at the provider and queue the issue
+    job, which makes the call (never a web request). Sending the same serial again would only
+    get "duplicate" from the provider, which keeps it failed; see ``_record_issue`` for what
+    each answer to the retry leads to."""
     invoice = session.get(Invoice, invoice_id)
-    lifecycle.move_invoice(session, invoice_id, "ready", expect="failed", actor=actor, attempts=0,
-                           next_attempt_at=None, failure_reason=None)
+    lifecycle.move_invoice(session, invoice_id, "retry_ready", expect="failed", actor=actor, attempts=0,
+                           next_attempt_at=None, failure_reason=None, data={"serial_no": invoice.serial_no})
     try:
         lifecycle.move_request(session, invoice.request_id, "issuing", expect="failed", actor=actor)
     except InvalidTransition:

@@ -15,7 +15,11 @@ Invoice (one per split part of an order):
 
     ready ─► issuing ─┬─► pending ─► issued ─► delivering ─► delivered
       ▲               ├─► unknown ─► (query) pending | issued | failed | ready
-      └── (transient, backoff) ┘    └─► failed ─► ready (retry) | cancelled
+      └── (transient, backoff) ┘    └─► failed ─► retry_ready | cancelled
+    retry_ready ─► issuing ─► as from ready (back to retry_ready on backoff or pause)
+      (重试: the provider retries the failed serial — never failed → ready, which would resend a
+       spent serial; one the provider never accepted goes to ready and is sent again; at a
+       provider that cannot retry, ready under a new serial, the old one closed in the log)
     issued / delivered ─► red_pending ─► reversed
 """
 
@@ -43,6 +47,7 @@ class RequestStatus(StrEnum):
 
 class InvoiceStatus(StrEnum):
     READY = "ready"
+    RETRY_READY = "retry_ready"  # 重试 asked for: the issue job has the provider retry the serial
     ISSUING = "issuing"
     PENDING = "pending"
     UNKNOWN = "unknown"
@@ -75,14 +80,15 @@ REQUEST_TRANSITIONS: Mapping[RequestStatus, frozenset[RequestStatus]] = {
 
 INVOICE_TRANSITIONS: Mapping[InvoiceStatus, frozenset[InvoiceStatus]] = {
     I.READY: frozenset({I.ISSUING, I.FAILED, I.CANCELLED}),
-    I.ISSUING: frozenset({I.PENDING, I.ISSUED, I.UNKNOWN, I.FAILED, I.READY}),
+    I.RETRY_READY: frozenset({I.ISSUING, I.CANCELLED}),
+    I.ISSUING: frozenset({I.PENDING, I.ISSUED, I.UNKNOWN, I.FAILED, I.READY, I.RETRY_READY}),
     I.PENDING: frozenset({I.ISSUED, I.FAILED, I.UNKNOWN, I.PENDING}),
     I.UNKNOWN: frozenset({I.PENDING, I.ISSUED, I.FAILED, I.READY}),
     I.ISSUED: frozenset({I.DELIVERING, I.RED_PENDING}),
     I.DELIVERING: frozenset({I.DELIVERED, I.ISSUED}),
     I.DELIVERED: frozenset({I.RED_PENDING}),
     I.RED_PENDING: frozenset({I.REVERSED, I.ISSUED}),
-    I.FAILED: frozenset({I.READY, I.CANCELLED}),
+    I.FAILED: frozenset({I.RETRY_READY, I.CANCELLED}),
     I.REVERSED: frozenset(),
     I.CANCELLED: frozenset(),
 }
@@ -109,6 +115,8 @@ REDECIDABLE_BY_HAND: frozenset[RequestStatus] = DECIDABLE - {R.RECEIVED}
 ISSUED_INVOICE: frozenset[InvoiceStatus] = frozenset({I.ISSUED, I.DELIVERING, I.DELIVERED})
 # An invoice part that no longer keeps its request from being issued.
 SETTLED_INVOICE: frozenset[InvoiceStatus] = ISSUED_INVOICE | {I.CANCELLED}
+# What the issue job sends: new serials (ready) and 重试 of failed ones (retry_ready).
+SENDABLE: frozenset[InvoiceStatus] = sources_of(INVOICE_TRANSITIONS, I.ISSUING)
 # Sent, answer not recorded yet: asked about by serial, never sent again blind.
 AWAITING_ANSWER: frozenset[InvoiceStatus] = frozenset({I.PENDING, I.UNKNOWN, I.ISSUING})
 # Requests that still owe the buyer an invoice (deadline alarms watch them).

@@ -381,10 +381,12 @@ def test_failed_invoice_retry(client, ops, db_session):
     assert re.findall(r'class="failed-invoice-row" data-id="(\d+)"', html) == [str(failed.id)]
     assert "E1001: 购方税号不存在" in html
 
-    client.post(URL + f"invoices/{failed.id}/retry")
+    response = client.post(URL + f"invoices/{failed.id}/retry", follow_redirects=True)
+    assert f"Retry of invoice {failed.serial_no} queued." in response.text
     fresh(db_session)
     invoice = db_session.get(Invoice, failed.id)
-    assert invoice.status == "ready" and invoice.failure_reason is None
+    # Marked for a retry at the provider; the issue job makes the call, not the web request.
+    assert invoice.status == "retry_ready" and invoice.failure_reason is None
     assert db_session.get(InvoiceRequest, request.id).status == "issuing"
     [row] = db_session.scalars(select(OutboxMessage)).all()
     assert (row.func, row.args) == ("issue_invoices", [failed.id])

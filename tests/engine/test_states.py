@@ -7,6 +7,7 @@ from app.engine.states import (
     INVOICE_TRANSITIONS,
     REDECIDABLE_BY_HAND,
     REQUEST_TRANSITIONS,
+    SENDABLE,
     InvoiceStatus,
     RequestStatus,
     may_move,
@@ -24,6 +25,13 @@ def test_groups_are_derived_from_the_table() -> None:
     assert sources_of(REQUEST_TRANSITIONS, RequestStatus.DECIDING) == DECIDABLE
     assert DECIDABLE == {"received", "waiting", "held", "skipped", "failed"}
     assert REDECIDABLE_BY_HAND == {"waiting", "held", "skipped", "failed"}
+    assert SENDABLE == {"ready", "retry_ready"}
+
+
+def test_a_failed_invoice_is_retried_at_the_provider_never_resent() -> None:
+    # 重试: the provider retries the failed serial; sending it again would only get "duplicate".
+    assert INVOICE_TRANSITIONS[InvoiceStatus.FAILED] == {InvoiceStatus.RETRY_READY, InvoiceStatus.CANCELLED}
+    assert INVOICE_TRANSITIONS[InvoiceStatus.RETRY_READY] == {InvoiceStatus.ISSUING, InvoiceStatus.CANCELLED}
 
 
 def test_statuses_are_their_database_strings() -> None:

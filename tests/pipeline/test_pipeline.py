@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+import requests
+from sqlalchemy import func, select, update
 
 from app import db
 from app.engine import lifecycle, pipeline
 from app.engine.clock import utcnow
 from app.engine.intake import ingest
 from app.errors import InvalidTransition
-from app.jobs import outbox, queues
+from app.integrations.tax.base import TaxGateway
+from app.integrations.tax.sandbox_gateway import SandboxGateway
+from app.jobs import outbox, queues, tasks
 from app.models import GatewayStatus, Invoice, InvoiceEvent, InvoiceRequest, OutboxMessage
 from tests.factories import gen_order_doc
 
@@ -152,10 +157,206 @@ def test_permanent_failure_is_named(shop, sandbox):
     assert invoice.status == "failed" and invoice.failure_reason
     request = _request(request_id)
     assert request.status == "failed" and invoice.serial_no in request.status_reason
+
+
+def _provider_counters(sandbox) -> dict[str, int]:
+    return requests.get(f"{sandbox.url}/admin/state", timeout=5).json()["counters"]
+
+
+def _story(invoice_id: int) -> list[tuple[str | None, dict]]:
     with db.transaction() as session:
-        pipeline.retry_failed(session, invoice.id, actor="ops")
+        return [(e.to_state, e.data) for e in session.scalars(
+            select(InvoiceEvent).where(InvoiceEvent.invoice_id == invoice_id).order_by(InvoiceEvent.id))]
+
+
+def _retry(invoice_id: int) -> None:
+    with db.transaction() as session:
+        pipeline.retry_failed(session, invoice_id, actor="ops")
+
+
+def test_retry_of_a_failed_invoice_issues_it_once(shop, sandbox, client, login):
+    """重试. The defect: the same serial was sent again, the provider answered "duplicate" and
+    kept it failed, so the invoice failed again. Now the operations lever only queues the job,
+    which asks the provider to retry the serial: issued, one invoice at the provider."""
+    request_id = _ingest()
+    sandbox.faults(calls={"issue": {"mode": "fail_later", "count": 1}}, issue_delay_ms=200)
+    [invoice] = _decide_and_issue(request_id)
+    assert invoice.status == "pending"  # accepted; the tax bureau fails it later
+    time.sleep(0.3)
+    pipeline.poll_invoices([invoice.id])
+    [invoice] = _invoices(request_id)
+    assert invoice.status == "failed" and "ISSUE_FAILED" in invoice.failure_reason
+    assert _request(request_id).status == "failed"
+    serial = invoice.serial_no
+
+    login("operations")
+    response = client.post(f"/admin/ops/invoices/{invoice.id}/retry", follow_redirects=True)
+    assert response.status_code == 200
+    assert sandbox.invoices() == [(serial, "failed", None)]  # the web request called no provider
+    with db.transaction() as session:
+        job = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(1)).one()
+    assert (job.func, job.args) == ("issue_invoices", [invoice.id])
+    tasks.issue_invoices(job.args)
+    time.sleep(0.3)
+    tasks.poll_invoices([invoice.id])  # what the tick queues for a pending invoice
+
+    [invoice] = _invoices(request_id)
+    assert invoice.status == "issued" and invoice.serial_no == serial
+    assert len(invoice.number) == 20 and invoice.failure_reason is None
+    assert _request(request_id).status == "issued"
+    assert sandbox.invoices() == [(serial, "issued", invoice.number)]  # one invoice for the order
+    counters = _provider_counters(sandbox)
+    assert counters["retried"] == 1 and "duplicates_refused" not in counters
+    story = _story(invoice.id)
+    states = [state for state, _ in story if state]
+    assert states[-5:] == ["failed", "retry_ready", "issuing", "pending", "issued"]
+    assert [data.get("retry") for state, data in story if state == "issuing"] == [None, True]
+
+
+def test_a_lost_retry_answer_is_queried_never_retried_blind(shop, sandbox):
+    request_id = _ingest()
+    sandbox.faults(calls={"issue": {"mode": "fail_later", "count": 1}})
+    [invoice] = _decide_and_issue(request_id)
+    assert invoice.status == "failed"
+    sandbox.faults(calls={"retry": {"mode": "unknown", "count": 1}})  # processed, then a 500
+    _retry(invoice.id)
     pipeline.issue_invoices([invoice.id])
-    assert _invoices(request_id)[0].status in ("issued", "failed")
+    assert _invoices(request_id)[0].status == "unknown"
+    assert pipeline.issue_invoices([invoice.id]).counts == {"skipped": 1}  # nothing is sent again
+    pipeline.poll_invoices([invoice.id])
+    [invoice] = _invoices(request_id)
+    assert invoice.status == "issued" and _request(request_id).status == "issued"
+    assert sandbox.invoices() == [(invoice.serial_no, "issued", invoice.number)]
+    assert _provider_counters(sandbox)["retried"] == 1
+
+
+def test_a_retry_that_fails_again_is_failed_again(shop, sandbox):
+    request_id = _ingest()
+    sandbox.faults(calls={"issue": {"mode": "fail_later", "count": 1}, "retry": {"mode": "fail_later", "count": 1}})
+    [invoice] = _decide_and_issue(request_id)
+    _retry(invoice.id)
+    assert pipeline.issue_invoices([invoice.id]).counts == {"poll_failed": 1, "accepted": 1}
+    [invoice] = _invoices(request_id)
+    assert invoice.status == "failed" and "ISSUE_FAILED" in invoice.failure_reason
+    assert _request(request_id).status == "failed"
+    _retry(invoice.id)  # and again: this time the bureau issues it
+    pipeline.issue_invoices([invoice.id])
+    assert _invoices(request_id)[0].status == "issued"
+    assert [row[1] for row in sandbox.invoices()] == ["issued"]
+
+
+def test_retry_of_a_submission_the_provider_refused_sends_the_same_serial(shop, sandbox):
+    """Refused for its data at submission (a permanent error on issue), the invoice was never
+    accepted and the provider stores nothing: the retry learns that (NotFound) and the same
+    serial is sent again. Here the provider refused a tax code it did not know yet and knows
+    it by the time of the retry."""
+    from app.engine import gateways
+
+    class RefusesTheFirstSubmission(SandboxGateway):
+        first = True
+
+        def issue_many(self, requests):
+            if self.first:
+                self.first = False
+                requests = [replace(r, lines=tuple(replace(line, tax_code="9" * 19) for line in r.lines))
+                            for r in requests]
+            return super().issue_many(requests)
+
+    gateways.use_gateway(RefusesTheFirstSubmission(sandbox.url, "sandbox-app", "sandbox-secret", read_timeout=1.0))
+    try:
+        request_id = _ingest()
+        [invoice] = _decide_and_issue(request_id)
+        assert invoice.status == "failed" and invoice.failure_reason.startswith("TAX_CODE")
+        assert sandbox.invoices() == []
+        serial = invoice.serial_no
+        _retry(invoice.id)
+        assert pipeline.issue_invoices([invoice.id]).counts == {"resend": 1}
+        [invoice] = _invoices(request_id)
+        assert invoice.status == "ready" and invoice.serial_no == serial
+        pipeline.issue_invoices([invoice.id])  # the issue job the resend queued
+    finally:
+        gateways.use_gateway(None)
+    [invoice] = _invoices(request_id)
+    assert invoice.status == "issued" and _request(request_id).status == "issued"
+    assert sandbox.invoices() == [(serial, "issued", invoice.number)]
+
+
+def test_retry_at_a_provider_that_cannot_retry_uses_a_new_serial(shop, sandbox):
+    """Without a provider retry, the failed serial is closed in the invoice log and the invoice
+    is issued under the next serial (the query first confirmed it failed there: a failure is
+    final at such a provider, so the closed serial never becomes an invoice)."""
+    from app.engine import gateways
+
+    class NoRetry(SandboxGateway):
+        retry = TaxGateway.retry  # the interface's default: RetryUnsupported
+
+    gateways.use_gateway(NoRetry(sandbox.url, "sandbox-app", "sandbox-secret", read_timeout=1.0))
+    try:
+        request_id = _ingest()
+        sandbox.faults(calls={"issue": {"mode": "fail_later", "count": 1}})
+        [invoice] = _decide_and_issue(request_id)
+        closed = invoice.serial_no
+        _retry(invoice.id)
+        assert pipeline.issue_invoices([invoice.id]).counts == {"new_serial": 1}
+        [invoice] = _invoices(request_id)
+        assert invoice.status == "ready" and invoice.serial_no == pipeline.serial_for(request_id, 1, 2) != closed
+        pipeline.issue_invoices([invoice.id])
+    finally:
+        gateways.use_gateway(None)
+    [invoice] = _invoices(request_id)
+    assert invoice.status == "issued" and _request(request_id).status == "issued"
+    assert sorted(sandbox.invoices()) == [(closed, "failed", None), (invoice.serial_no, "issued", invoice.number)]
+    with db.transaction() as session:
+        [event] = session.scalars(select(InvoiceEvent).where(InvoiceEvent.kind == "serial_closed")).all()
+        assert event.invoice_id == invoice.id
+        assert event.data["serial_no"] == closed and event.data["replaced_by"] == invoice.serial_no
+        # A later decision of the request goes past both serials.
+        assert pipeline._last_generation(session, request_id) == 2
+
+
+def test_retry_of_an_invoice_the_provider_holds_as_issued_asks_it(shop, sandbox):
+    """Our record says failed, the provider says it is not (e.g. a failure read just before a
+    retry took effect): the retry is refused, nothing is changed there, and the query by serial
+    records what the provider holds."""
+    request_id = _ingest()
+    [invoice] = _decide_and_issue(request_id)
+    number = invoice.number
+    with db.transaction() as session:
+        session.execute(update(Invoice).where(Invoice.id == invoice.id).values(status="failed", number=None))
+    _retry(invoice.id)
+    assert pipeline.issue_invoices([invoice.id]).counts == {"not_failed": 1}
+    assert _invoices(request_id)[0].status == "unknown"
+    pipeline.poll_invoices([invoice.id])
+    [invoice] = _invoices(request_id)
+    assert invoice.status == "issued" and invoice.number == number
+    assert "retried" not in _provider_counters(sandbox)
+
+
+def test_a_retry_waits_out_a_rate_limit_and_a_pause_in_retry_ready(shop, sandbox):
+    request_id = _ingest()
+    sandbox.faults(calls={"issue": {"mode": "fail_later", "count": 1}, "retry": {"mode": "rate_limit", "count": 1}})
+    [invoice] = _decide_and_issue(request_id)
+    _retry(invoice.id)
+    pipeline.issue_invoices([invoice.id])
+    [invoice] = _invoices(request_id)
+    assert invoice.status == "retry_ready" and invoice.attempts == 1 and invoice.next_attempt_at > utcnow()
+    with db.transaction() as session:  # time passes: the backoff is over
+        row = session.get(Invoice, invoice.id)
+        row.queued_at, row.next_attempt_at = utcnow() - timedelta(seconds=10), utcnow() - timedelta(seconds=1)
+    assert pipeline.tick().counts["retry_queued"] == 1
+    sandbox.post("/admin/expire-login")
+    assert pipeline.issue_invoices([invoice.id]).counts == {"paused": 1}
+    assert _invoices(request_id)[0].status == "retry_ready"
+    sandbox.post("/admin/renew-login")
+    with db.transaction() as session:
+        assert pipeline.resume(session, actor="ops")
+        queued = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(1)).one()
+    assert (queued.func, queued.args) == ("issue_invoices", [invoice.id])  # the backlog includes retries
+    with db.transaction() as session:
+        session.get(Invoice, invoice.id).next_attempt_at = None
+    pipeline.issue_invoices([invoice.id])
+    assert _invoices(request_id)[0].status == "issued"
+    assert _provider_counters(sandbox)["retried"] == 1
 
 
 def test_login_expired_pauses_and_resume_drains_in_order(shop, sandbox):
