@@ -77,12 +77,12 @@ def main() -> None:
     from app.engine import pipeline
     from app.engine.generator import random_order
     from app.engine.intake import ingest
-    from app.integrations.tax.sandbox.runner import start_sandbox_subprocess
     from app.jobs import queues, tasks
     from app.jobs.processes import Children, kaipiao_cmd
     from app.migrate import upgrade
     from app.models import InvoiceEvent, InvoiceRequest, Merchant, SellerEntity, Shop
     from app.settings import Settings
+    from sandbox.tax.runner import start_sandbox_subprocess
 
     upgrade(db_url)
     settings = Settings.from_env()

@@ -39,8 +39,8 @@ class Sandbox:
 
 @pytest.fixture
 def sandbox(tmp_path) -> Iterator[Sandbox]:
-    from app.integrations.tax.sandbox.runner import run_sandbox_in_thread
-    from app.integrations.tax.sandbox.service import SandboxConfig
+    from sandbox.tax.runner import run_sandbox_in_thread
+    from sandbox.tax.service import SandboxConfig
 
     path = str(tmp_path / "sandbox.sqlite3")
     url, stop = run_sandbox_in_thread(SandboxConfig(db_path=path, timeout_sleep_ms=1500))

@@ -74,7 +74,7 @@ def _all_terminal() -> tuple[bool, Counter]:
 
 def test_chaos_exactly_once(db_url, redis_url, settings, tmp_path: Path, monkeypatch):
     from app import crypto
-    from app.integrations.tax.sandbox.runner import start_sandbox_subprocess
+    from sandbox.tax.runner import start_sandbox_subprocess
 
     crypto.configure(settings.encryption_key)
     sandbox_db = tmp_path / "sandbox.sqlite3"

@@ -17,7 +17,7 @@ from app.engine.clock import utcnow
 from app.engine.intake import ingest
 from app.errors import InvalidTransition
 from app.integrations.tax.base import TaxGateway
-from app.integrations.tax.sandbox_gateway import SandboxGateway
+from app.integrations.tax.sandbox import SandboxGateway
 from app.jobs import outbox, queues, tasks
 from app.models import GatewayStatus, Invoice, InvoiceEvent, InvoiceRequest, OutboxMessage
 from tests.factories import gen_order_doc

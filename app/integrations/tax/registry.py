@@ -20,7 +20,7 @@ class Lookup(Protocol):
 
 GatewayFactory = Callable[[Lookup, Any], TaxGateway]
 gateways: Registry[GatewayFactory] = Registry(
-    "tax gateway", ("app.integrations.tax.sandbox_gateway", "app.integrations.tax.nuonuo"))
+    "tax gateway", ("app.integrations.tax.sandbox", "app.integrations.tax.nuonuo"))
 register = gateways.register
 
 

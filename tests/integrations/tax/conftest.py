@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from tax_helpers import APP_KEY, APP_SECRET, Sandbox
 
-from app.integrations.tax.sandbox import run_sandbox_in_thread
+from sandbox.tax import run_sandbox_in_thread
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import requests
 
 from app.integrations.tax.base import IssueRequest, IssueResult, IssueStatus, TaxGateway
 from app.integrations.tax.nuonuo import NuonuoGateway
-from app.integrations.tax.sandbox_gateway import SandboxGateway
+from app.integrations.tax.sandbox import SandboxGateway
 
 APP_KEY = "test-app"
 APP_SECRET = "test-secret-not-for-production"

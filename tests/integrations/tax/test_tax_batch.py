@@ -30,9 +30,9 @@ from app.integrations.tax.base import (
     TransientGatewayError,
 )
 from app.integrations.tax.nuonuo import NuonuoGateway, order_no_for
-from app.integrations.tax.sandbox import start_sandbox_subprocess
-from app.integrations.tax.sandbox_gateway import SandboxGateway
+from app.integrations.tax.sandbox import SandboxGateway
 from app.integrations.tax.signing import H_APP_KEY, H_NONCE, H_SIGNATURE, H_TIMESTAMP, dump_body, native_sign
+from sandbox.tax import start_sandbox_subprocess
 
 BAD_TAX_CODE = {"lines": [dict(WORKED_INVOICE["lines"][4], seq=1, tax_code="9999999999999999999")]}
 

@@ -18,7 +18,7 @@ from app.integrations.tax.base import (
     TransientGatewayError,
 )
 from app.integrations.tax.nuonuo import NuonuoGateway
-from app.integrations.tax.sandbox_gateway import SandboxGateway
+from app.integrations.tax.sandbox import SandboxGateway
 
 
 def test_timeout_after_sending_is_outcome_unknown_then_query_finds_one_invoice(any_sandbox) -> None:

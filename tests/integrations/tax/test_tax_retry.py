@@ -23,8 +23,7 @@ from app.integrations.tax.base import (
     TaxGateway,
 )
 from app.integrations.tax.nuonuo import order_no_for
-from app.integrations.tax.sandbox import service as sandbox_service
-from app.integrations.tax.sandbox_gateway import SandboxGateway
+from app.integrations.tax.sandbox import SandboxGateway
 from app.integrations.tax.signing import (
     H_APP_KEY,
     H_NONCE,
@@ -33,6 +32,7 @@ from app.integrations.tax.signing import (
     native_sign,
     nuonuo_sign,
 )
+from sandbox.tax import service as sandbox_service
 
 
 def _failed(box, serial: str, **overrides) -> None:

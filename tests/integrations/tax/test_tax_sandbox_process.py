@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from tax_helpers import APP_KEY, APP_SECRET, issue_request, wait_issued
 
 from app.integrations.tax.base import OutcomeUnknown
-from app.integrations.tax.cli import register
-from app.integrations.tax.sandbox import start_sandbox_subprocess
-from app.integrations.tax.sandbox.runner import make_sandbox_server
-from app.integrations.tax.sandbox_gateway import SandboxGateway
+from app.integrations.tax.sandbox import SandboxGateway
+from sandbox.tax import start_sandbox_subprocess
+from sandbox.tax.cli import register
+from sandbox.tax.runner import make_sandbox_server
 
 
 def test_cli_registers_sandbox_tax_with_its_options() -> None:

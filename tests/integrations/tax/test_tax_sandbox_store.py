@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from app.integrations.tax.sandbox.service import ProviderError
-from app.integrations.tax.sandbox.store import Store, bump
+from sandbox.tax.service import ProviderError
+from sandbox.tax.store import Store, bump
 
 
 def counter(store: Store, name: str) -> int | None:

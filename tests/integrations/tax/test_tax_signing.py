@@ -13,7 +13,7 @@ from tax_helpers import APP_KEY, APP_SECRET, SELLER_TAX_ID, draft_invoice, issue
 from app.integrations.tax import get_gateway
 from app.integrations.tax.base import IssueRequest, LineKind
 from app.integrations.tax.nuonuo import NuonuoGateway, order_no_for
-from app.integrations.tax.sandbox_gateway import SandboxGateway
+from app.integrations.tax.sandbox import SandboxGateway
 from app.integrations.tax.signing import (
     H_APP_KEY,
     H_NONCE,

@@ -26,8 +26,8 @@ from typing import Any
 from app.engine.clock import BEIJING
 from app.integrations.tax import base
 from app.integrations.tax.base import IssueLine, IssueRequest, LineKind, RedLine, RedReason
-from app.integrations.tax.sandbox import faults as faults_mod
-from app.integrations.tax.sandbox.store import Store, bump, kv_get, kv_set
+from sandbox.tax import faults as faults_mod
+from sandbox.tax.store import Store, bump, kv_get, kv_set
 
 # GB/T 2260 province-level prefixes (计划单列市 codes are unpublished: fapiao.md §3.1).
 PROVINCES = frozenset(

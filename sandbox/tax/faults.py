@@ -29,7 +29,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from app.integrations.tax.sandbox.store import kv_get, kv_set
+from sandbox.tax.store import kv_get, kv_set
 
 CALL_KINDS = ("issue", "query", "red", "red_confirm", "cancel", "retry", "credit", "token")
 FAIL_LATER_KINDS = ("issue", "red", "retry")  # the calls that start an issuance

@@ -16,8 +16,8 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from app.integrations.tax.sandbox.app import create_sandbox_app
-from app.integrations.tax.sandbox.service import SandboxConfig
+from sandbox.tax.app import create_sandbox_app
+from sandbox.tax.service import SandboxConfig
 
 READY_PREFIX = "sandbox-tax listening on "
 
@@ -78,10 +78,10 @@ class SandboxProcess:
 def start_sandbox_subprocess(db_path: str | Path, *, wire: str = "native", host: str = "127.0.0.1",
                              port: int = 0, extra_args: list[str] | None = None,
                              env: Mapping[str, str] | None = None, timeout: float = 20) -> SandboxProcess:
-    """Run ``python -m app.integrations.tax.sandbox`` and wait until it listens."""
+    """Run ``python -m sandbox.tax`` and wait until it listens."""
     _check_loopback(host)
     root = Path(__file__).resolve().parents[4]
-    args = [sys.executable, "-m", "app.integrations.tax.sandbox", "--host", host, "--port", str(port),
+    args = [sys.executable, "-m", "sandbox.tax", "--host", host, "--port", str(port),
             "--db", str(db_path), "--wire", wire, *(extra_args or [])]
     child_env = {**os.environ, **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), child_env.get("PYTHONPATH")]))

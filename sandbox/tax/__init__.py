@@ -1,13 +1,13 @@
 """The sandbox tax service: a fake provider with its own SQLite store (see ``app.py``)."""
 
-from app.integrations.tax.sandbox.app import create_sandbox_app
-from app.integrations.tax.sandbox.runner import (
+from sandbox.tax.app import create_sandbox_app
+from sandbox.tax.runner import (
     SandboxProcess,
     make_sandbox_server,
     run_sandbox_in_thread,
     start_sandbox_subprocess,
 )
-from app.integrations.tax.sandbox.service import SandboxConfig, SandboxService
+from sandbox.tax.service import SandboxConfig, SandboxService
 
 __all__ = [
     "SandboxConfig",

@@ -55,8 +55,8 @@ from flask import Flask, Response, jsonify, request
 from app.integrations.tax import nuonuo_protocol as nn
 from app.integrations.tax import signing
 from app.integrations.tax.base import LineKind, RedReason, dec_str
-from app.integrations.tax.sandbox import faults as faults_mod
-from app.integrations.tax.sandbox.service import (
+from sandbox.tax import faults as faults_mod
+from sandbox.tax.service import (
     ProviderError,
     SandboxConfig,
     SandboxService,

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import click
 
-from app.integrations.tax.sandbox.runner import serve_forever
-from app.integrations.tax.sandbox.service import SandboxConfig
+from sandbox.tax.runner import serve_forever
+from sandbox.tax.service import SandboxConfig
 
 
 @click.command("sandbox-tax")
