@@ -45,8 +45,8 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orde
     commands = available_commands()
     children = Children()
     with app.app_context():
-        from app.engine.catalogue import seed_catalogue
         from app.services.rule_versions import load_shipped_defaults
+        from app.services.tax_catalogue import seed_catalogue
 
         seed_catalogue(db.session)  # first start: the shipped 税收分类编码 seed
         load_shipped_defaults(db.session)  # first start: the shipped rule sets

@@ -37,3 +37,13 @@ class ValidationFailed(KaipiaoError):
 
 class InvalidTransition(KaipiaoError):
     """A lifecycle transition from the wrong state."""
+
+
+class Refused(KaipiaoError):
+    """An action that cannot be taken now (the row is in another state, it does not exist).
+    ``code`` and ``params`` let a user interface word it in its own language."""
+
+    def __init__(self, code: str, message: str, **params: object) -> None:
+        super().__init__(Problem("", code, message))
+        self.code = code
+        self.params = params

@@ -1,7 +1,7 @@
 """The tamper-evident invoice event log.
 
 ``record`` appends an event inside the caller's transaction (no hash yet, so concurrent
-workers never contend for the chain head). ``seal`` — run by one writer at a time —
+workers never contend for the chain head); services record through their unit of work. ``seal`` — run by one writer at a time —
 links unsealed events into the chain in id order: ``hash = sha256(prev_hash + canonical
 event)``. ``verify`` recomputes the whole chain; any edit that slipped past the database
 guards breaks it.
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -45,12 +43,7 @@ def event_row(
 def record(session: Session, kind: str, **fields: Any) -> InvoiceEvent:
     """Append an event to the caller's transaction (services record through their unit of
     work, app.services.unit_of_work, which may hold events to insert them together)."""
-    row = event_row(kind, **fields)
-    buffer = session.info.get(_BUFFER_KEY)
-    if buffer is not None:
-        buffer.append(row)
-        return None  # type: ignore[return-value]
-    event = InvoiceEvent(**row)
+    event = InvoiceEvent(**event_row(kind, **fields))
     session.add(event)
     return event
 
@@ -58,32 +51,6 @@ def record(session: Session, kind: str, **fields: Any) -> InvoiceEvent:
 def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert events made by ``event_row`` in one statement, in order (ids keep each story's order)."""
     session.connection().execute(InvoiceEvent.__table__.insert(), rows)
-
-
-_BUFFER_KEY = "kaipiao_event_buffer"  # used by app.engine.lifecycle until it is replaced
-
-
-@contextmanager
-def buffered(session: Session) -> Iterator[None]:
-    if session.info.get(_BUFFER_KEY) is not None:
-        yield
-        return
-    session.info[_BUFFER_KEY] = []
-    try:
-        yield
-        flush_buffered(session)
-    finally:
-        session.info.pop(_BUFFER_KEY, None)
-
-
-def flush_buffered(session: Session) -> int:
-    buffer = session.info.get(_BUFFER_KEY)
-    if not buffer:
-        return 0
-    session.flush()
-    rows, buffer[:] = list(buffer), []
-    insert_rows(session, rows)
-    return len(rows)
 
 
 def _canonical(event: Any, chain_seq: int | None = None) -> bytes:

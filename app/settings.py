@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 PREFIX = "KAIPIAO_"
@@ -45,6 +47,29 @@ def _persistent_secret(instance: Path, filename: str) -> str:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """Knobs of retries and recovery; ``KAIPIAO_TIMING_<NAME>`` (seconds) overrides each, which
+    the chaos test and the benchmarks use to shorten them."""
+
+    stuck_issuing: timedelta = timedelta(seconds=120)  # issuing with no answer recorded: ask by serial
+    stale_undecided: timedelta = timedelta(seconds=60)  # received and not decided: queue it again
+    requeue_after: timedelta = timedelta(seconds=60)  # a job queued longer ago has run or was lost
+    outbox_grace: timedelta = timedelta(seconds=2)  # the tick leaves younger outbox rows to the committer
+    first_poll: timedelta = timedelta(milliseconds=500)  # accepted → first query
+    max_backoff: timedelta = timedelta(seconds=300)
+
+    @classmethod
+    def from_env(cls) -> Timing:
+        values = {}
+        for f in fields(cls):
+            value = _env(f"TIMING_{f.name.upper()}")
+            if value:
+                # Decimal, not float: exact milliseconds from what was written.
+                values[f.name] = timedelta(milliseconds=int(Decimal(value) * 1000))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Settings:
     instance_path: Path
     database_url: str
@@ -56,6 +81,7 @@ class Settings:
     tax_gateway: str = "sandbox"
     tax_gateway_url: str = "http://127.0.0.1:8765"
     mail_url: str | None = None
+    timing: Timing = field(default_factory=Timing)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -86,5 +112,6 @@ class Settings:
             tax_gateway=_env("TAX_GATEWAY", "sandbox") or "sandbox",
             tax_gateway_url=_env("TAX_GATEWAY_URL", "http://127.0.0.1:8765") or "",
             mail_url=_env("MAIL_URL"),
+            timing=Timing.from_env(),
             extra=extra,
         )

@@ -74,14 +74,14 @@ def main() -> None:
     from sqlalchemy import func, select
 
     from app import crypto, db
-    from app.engine import pipeline
-    from app.engine.generator import random_order
-    from app.engine.intake import ingest
     from app.jobs import queues, tasks
     from app.jobs.processes import Children, kaipiao_cmd
     from app.migrate import upgrade
     from app.models import InvoiceEvent, InvoiceRequest, Merchant, SellerEntity, Shop
+    from app.services.intake import ingest
+    from app.services.unit_of_work import unit_of_work
     from app.settings import Settings
+    from sandbox.orders import random_order
     from sandbox.tax.runner import start_sandbox_subprocess
 
     upgrade(db_url)
@@ -113,7 +113,7 @@ def main() -> None:
         # invoice log (whose cost grows with throughput, so it belongs in the figure).
         while not stop.wait(0.5):
             try:
-                pipeline.tick()
+                tasks.tick()
                 tasks.seal_ledger(budget_seconds=2)
             except Exception as exc:  # keep measuring; the figure will show the damage
                 print(f"tick failed: {exc}")
@@ -140,8 +140,8 @@ def main() -> None:
         start = time.monotonic()
         ids: list[int] = []
         for i in range(0, len(docs), 500):
-            with db.transaction() as session:
-                result = ingest(session, docs[i:i + 500], source="bench")
+            with unit_of_work() as work:
+                result = ingest(work, docs[i:i + 500], source="bench")
             ids += [a["request_id"] for a in result.accepted]
         span = (min(ids), max(ids))
         intake_s = time.monotonic() - start
@@ -174,8 +174,8 @@ def main() -> None:
         for n in range(0, total, 5):  # 5 orders every 100 ms
             target = t0 + n / LATENCY_RATE
             time.sleep(max(0.0, target - time.monotonic()))
-            with db.transaction() as session:
-                result = ingest(session, [order(n + k, "L") for k in range(5)], source="bench")
+            with unit_of_work() as work:
+                result = ingest(work, [order(n + k, "L") for k in range(5)], source="bench")
             now = datetime.now(UTC)
             for accepted in result.accepted:
                 arrivals[accepted["request_id"]] = now

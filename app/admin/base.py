@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import abort, redirect, request, url_for
@@ -11,10 +11,12 @@ from flask_admin.contrib.sqla import ModelView
 from flask_admin.model import typefmt
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from sqlalchemy.orm import Session
 
 from app import db
 from app.auth import user_may
 from app.engine.clock import BEIJING
+from app.errors import Refused
 from app.models.audit import AdminAuditLog
 
 
@@ -44,8 +46,9 @@ class SecureView(SecureMixin, BaseView):
     pass
 
 
-def audit(action: str, target: str, details: dict[str, Any] | None = None) -> None:
-    db.session.add(
+def audit(session: Session, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+    """An admin audit row, in the transaction of the change it records."""
+    session.add(
         AdminAuditLog(
             username=getattr(current_user, "username", "?"),
             action=action,
@@ -54,6 +57,34 @@ def audit(action: str, target: str, details: dict[str, Any] | None = None) -> No
             ip=request.remote_addr if request else None,
         )
     )
+
+
+def local_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """Beijing wall-clock time of a stored instant (naive = UTC, as SQLite gives it back)."""
+    if value is None:
+        return ""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(BEIJING).strftime(fmt)
+
+
+# What a refused action (app.errors.Refused) says, by its code, in the user's language.
+REFUSALS = {
+    "not_found": _l("%(kind)s %(id)s does not exist"),
+    "not_failed": _l("invoice %(id)s is %(status)s; only failed invoices are retried"),
+    "not_held": _l("request %(id)s is %(status)s; only held requests are skipped here"),
+    "not_awaiting": _l("invoice %(id)s is %(status)s; only unknown, pending or stuck issuing invoices are queried"),
+    "not_paused": _l("issuing is not paused"),
+    "already_resolved": _l("job failure %(id)s is already resolved"),
+    "no_job": _l("no job id given"),
+    "not_in_registry": _l("job %(job)s is not in RQ's failed registry"),
+    "not_recreatable": _l("%(func)s cannot be re-created from its arguments (periodic jobs run again on their "
+                          "own schedule); mark it resolved instead"),
+    "unknown_queue": _l("unknown queue %(queue)s"),
+}
+
+
+def refusal_text(exc: Refused) -> str:
+    template = REFUSALS.get(exc.code)
+    return str(template) % exc.params if template is not None else str(exc)
 
 
 def _beijing(view: Any, value: datetime) -> str:
@@ -114,10 +145,11 @@ class SecureModelView(SecureMixin, ModelView):
 
     def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:
         changed = {f.name: str(f.data)[:200] for f in form if f.name != "csrf_token" and f.name not in self._secret_fields()}
-        audit("create" if is_created else "edit", f"{self.model.__name__}:{getattr(model, 'id', '')}", changed)
+        audit(db.session(), "create" if is_created else "edit", f"{self.model.__name__}:{getattr(model, 'id', '')}",
+              changed)
 
     def on_model_delete(self, model: Any) -> None:
-        audit("delete", f"{self.model.__name__}:{getattr(model, 'id', '')}")
+        audit(db.session(), "delete", f"{self.model.__name__}:{getattr(model, 'id', '')}")
 
     def _secret_fields(self) -> set[str]:
         return set(getattr(self, "secret_fields", ()))

@@ -25,17 +25,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import db
-from app.admin.base import SecureView, audit
-from app.admin.operations import local_time
+from app.admin.base import SecureView, audit, local_time
 from app.auth import user_may
 from app.engine.clock import BEIJING
-from app.engine.shop_context import find_shop
 from app.errors import KaipiaoError, Problem, ValidationFailed
 from app.models import Merchant, Order, Shop
 from app.models.rules import RuleSet, RuleSetVersion
 from app.rules.actions import REMARK_PLACEHOLDERS, VERDICTS, WAIT_EVENTS
 from app.rules.document import as_json, as_yaml, diff, parse_document, text_diff
 from app.rules.reference import action_reference, field_reference, rates_text
+from app.services.context import find_shop
 from app.services.rule_dry_run import DryRun, dry_run, fallback_shop
 from app.services.rule_replay import REPLAY_CAP, REPLAY_ROWS_SHOWN, Replay, replay
 from app.services.rule_versions import (
@@ -190,7 +189,7 @@ class RulesView(SecureView):
             if doc is not None:
                 try:
                     version = save_draft(db.session(), rule_set, doc, _actor(), comment)
-                    audit("rules.save_draft", f"RuleSet:{rule_set.id}",
+                    audit(db.session(), "rules.save_draft", f"RuleSet:{rule_set.id}",
                           {"version": version.number, "label": version.label, "comment": comment})
                     db.session.commit()
                 except ValidationFailed as exc:
@@ -262,7 +261,7 @@ class RulesView(SecureView):
         try:
             rule_set = get_or_create_rule_set(session, name, merchant_id=merchant_id, shop_id=shop_id)
             version = save_draft(session, rule_set, doc, _actor(), _("copied from the shipped default"))
-            audit("rules.create", f"RuleSet:{rule_set.id}",
+            audit(db.session(), "rules.create", f"RuleSet:{rule_set.id}",
                   {"name": name, "merchant_id": merchant_id, "shop_id": shop_id, "version": version.number})
             session.commit()
         except ValidationFailed as exc:
@@ -293,7 +292,7 @@ class RulesView(SecureView):
         session = db.session()
         try:
             version = do(session, rule_set, number, _actor(), comment)
-            audit(f"rules.{action}", f"RuleSet:{rule_set.id}",
+            audit(db.session(), f"rules.{action}", f"RuleSet:{rule_set.id}",
                   {"from_version": number, "version": version.number, "label": version.label, "comment": comment})
             session.commit()
         except KaipiaoError as exc:

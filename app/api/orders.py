@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import jsonify
 from flask_login import current_user
 
-from app import db
 from app.api import bp, json_body
 from app.auth import roles_required
-from app.engine.intake import ingest
 from app.errors import KaipiaoError, Problem
+from app.services.intake import ingest
+from app.services.unit_of_work import unit_of_work
 
 MAX_BATCH = 1000
 
@@ -26,7 +26,7 @@ def post_orders():
         docs = [body]
     if len(docs) > MAX_BATCH:
         raise KaipiaoError(Problem("orders", "too_many", f"at most {MAX_BATCH} orders per call, got {len(docs)}"))
-    with db.transaction() as session:
-        result = ingest(session, docs, source="api", actor=f"api:{current_user.username}")
+    with unit_of_work() as work:
+        result = ingest(work, docs, source="api", actor=f"api:{current_user.username}")
     status = 200 if result.accepted or not result.rejected else 422
     return jsonify(result.as_dict()), status

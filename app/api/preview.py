@@ -13,8 +13,8 @@ from flask_login import current_user
 
 from app.api import bp, json_body
 from app.auth import public
-from app.engine.preview_service import preview_order
 from app.errors import KaipiaoError, Problem
+from app.services.preview import preview_order
 
 ALLOWED_KEYS = {"order", "seller", "options"}
 

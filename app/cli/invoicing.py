@@ -41,7 +41,7 @@ def preview_command(order_file: Path, seller_file: Path | None, options_file: Pa
     When a Kaipiao database exists and knows the order's shop, the merchant's seller entity
     and published rules apply (--seller / --options override them); otherwise the preview is
     stateless with the shipped default rules, and --seller is required."""
-    from app.engine.preview_service import preview_order
+    from app.services.preview import preview_order
 
     order = read_json(order_file, "order")
     seller = read_json(seller_file, "seller")
@@ -81,8 +81,8 @@ def taxcodes_check(file: Path) -> None:
 def taxcodes_import(file: Path, version: str | None) -> None:
     """Load a catalogue file into the database (upsert by code); errors name the row and field."""
     from app import crypto, db
-    from app.engine.catalogue import import_catalogue
     from app.engine.taxcodes import load_catalogue
+    from app.services.tax_catalogue import import_catalogue
     from app.settings import Settings
 
     try:

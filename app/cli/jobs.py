@@ -41,32 +41,25 @@ def scheduler() -> None:
     """Run RQ's cron scheduler for Kaipiao's periodic work (tick, ledger sealing, deadlines)."""
     from rq.cron import CronScheduler
 
-    from app.jobs.tasks import PERIODIC
+    from app.jobs import tasks
 
     queues.configure(current_app.config["KAIPIAO"])
     cron = CronScheduler(queues.connection())
-    for func, queue_name, interval in PERIODIC:
-        cron.register(_resolve(func), queue_name, interval=interval, job_timeout=queues.SPECS[queue_name].timeout,
-                      name=func.rsplit(".", 1)[-1])
-    click.echo(f"scheduling {len(PERIODIC)} periodic jobs")
+    for job, interval in tasks.PERIODIC:
+        cron.register(getattr(tasks, job.value), job.queue.value, interval=interval,
+                      job_timeout=queues.SPECS[job.queue].timeout, name=job.value)
+    click.echo(f"scheduling {len(tasks.PERIODIC)} periodic jobs")
     cron.start()
-
-
-def _resolve(dotted: str):
-    import importlib
-
-    module, name = dotted.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
 
 
 @click.command("tick")
 @with_appcontext
 def tick() -> None:
     """Run the periodic tick once in this process (dispatch, retries, polls, recovery)."""
-    from app.engine import pipeline
+    from app.jobs import tasks
 
     queues.configure(current_app.config["KAIPIAO"])
-    click.echo(json.dumps(pipeline.tick().counts))
+    click.echo(json.dumps(tasks.tick()))
 
 
 @click.group("orders")
@@ -81,8 +74,8 @@ def orders() -> None:
 def import_orders(path: Path, batch: int) -> None:
     """Import orders from a JSON Lines file (one contract order per line). Bad lines are
     reported with their line number and errors; the others are accepted."""
-    from app import db
-    from app.engine.intake import ingest
+    from app.services.intake import ingest
+    from app.services.unit_of_work import unit_of_work
 
     queues.configure(current_app.config["KAIPIAO"])
     accepted = rejected = 0
@@ -91,8 +84,8 @@ def import_orders(path: Path, batch: int) -> None:
     def flush() -> None:
         nonlocal accepted, rejected
         parsed = [(n, d) for n, d in docs if not isinstance(d, Exception)]
-        with db.transaction() as session:
-            result = ingest(session, [d for _, d in parsed], source=f"import:{path.name}")
+        with unit_of_work() as work:
+            result = ingest(work, [d for _, d in parsed], source=f"import:{path.name}")
         for item in result.rejected:
             line_no = parsed[item["index"]][0]
             for err in item["errors"]:
@@ -128,7 +121,7 @@ def import_orders(path: Path, batch: int) -> None:
 @with_appcontext
 def generate_orders(rate: float, count: int, shops: tuple[str, ...], seed: int | None) -> None:
     """Feed realistic random orders into intake at a steady rate (demo and benchmarks)."""
-    from app.engine.generator import run_generator
+    from sandbox.orders import run_generator
 
     queues.configure(current_app.config["KAIPIAO"])
     sent = run_generator(rate=rate, count=count, shops=list(shops), seed=seed, echo=click.echo)

@@ -1,6 +1,5 @@
-"""RQ queues named by purpose, with their timeouts.
-
-Jobs take ids (never ORM objects) and call service functions in app/engine; see tasks.py.
+"""RQ queues (app.models.job.Queue) with their timeouts and batch sizes, and the settings of
+the process that runs jobs. Jobs take ids (never ORM objects) and call services; see tasks.py.
 """
 
 from __future__ import annotations
@@ -9,7 +8,9 @@ from dataclasses import dataclass
 
 from rq import Queue
 
+from app.models.job import Queue as QueueName
 from app.redis_conn import get_redis
+from app.services import unit_of_work
 from app.settings import Settings
 
 
@@ -22,12 +23,12 @@ class QueueSpec:
 
 # Order = priority a worker listens in: finishing work beats starting new work.
 QUEUES: tuple[QueueSpec, ...] = (
-    QueueSpec("issue", timeout=300, batch=50),
-    QueueSpec("decide", timeout=300, batch=100),
-    QueueSpec("deliver", timeout=300, batch=20),
-    QueueSpec("render", timeout=120, batch=10),
-    QueueSpec("sync", timeout=600, batch=1),
-    QueueSpec("periodic", timeout=120, batch=1),
+    QueueSpec(QueueName.ISSUE, timeout=300, batch=50),
+    QueueSpec(QueueName.DECIDE, timeout=300, batch=100),
+    QueueSpec(QueueName.DELIVER, timeout=300, batch=20),
+    QueueSpec(QueueName.RENDER, timeout=120, batch=10),
+    QueueSpec(QueueName.SYNC, timeout=600, batch=1),
+    QueueSpec(QueueName.PERIODIC, timeout=120, batch=1),
 )
 QUEUE_NAMES = tuple(q.name for q in QUEUES)
 SPECS = {q.name: q for q in QUEUES}
@@ -36,14 +37,19 @@ _settings: Settings | None = None
 
 
 def configure(settings: Settings) -> None:
+    """The settings of this process, and work queued by a unit of work reaches the workers
+    right after its commit (app.services.unit_of_work)."""
     global _settings
     _settings = settings
+    from app.jobs.outbox import dispatch_pending
+
+    unit_of_work.dispatch_after_commit(dispatch_pending)
 
 
 def current_settings() -> Settings:
-    global _settings
     if _settings is None:
-        _settings = Settings.from_env()
+        configure(Settings.from_env())
+    assert _settings is not None
     return _settings
 
 

@@ -1,59 +1,60 @@
-"""RQ jobs: one-line wrappers over services; they take ids, never ORM objects."""
+"""RQ jobs: one-line wrappers over services; they take ids, never ORM objects, and return the
+service's counts. Their names are app.models.job.JobName."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from app.engine import pipeline
+from app.jobs import outbox, queues
+from app.models.job import JobName
+from app.services import deadlines, decide, issue, issuing_control, ledger_sealing, poll, recovery
+from app.services.outcome import Outcome
+
+log = logging.getLogger(__name__)
 
 
 def decide_requests(request_ids: list[int]) -> dict[str, Any]:
-    return pipeline.decide_requests(request_ids).counts
+    return decide.decide_requests(request_ids, queues.current_settings()).counts
 
 
 def issue_invoices(invoice_ids: list[int]) -> dict[str, Any]:
-    return pipeline.issue_invoices(invoice_ids).counts
+    return issue.issue_invoices(invoice_ids, queues.current_settings()).counts
 
 
 def poll_invoices(invoice_ids: list[int]) -> dict[str, Any]:
-    return pipeline.poll_invoices(invoice_ids).counts
+    return poll.poll_invoices(invoice_ids, queues.current_settings()).counts
 
 
 def tick() -> dict[str, Any]:
-    return pipeline.tick().counts
+    """Push what the outbox still holds (Redis was down, a process died after its commit),
+    then the recovery pass."""
+    settings = queues.current_settings()
+    outcome = Outcome()
+    try:
+        outcome.bump("outbox_dispatched", outbox.dispatch_pending(older_than=settings.timing.outbox_grace))
+    except Exception:
+        log.warning("outbox dispatch failed (Redis down?)", exc_info=True)
+    outcome.add(recovery.tick(settings))
+    return outcome.counts
 
 
 def seal_ledger(budget_seconds: float = 30.0) -> int:
-    """Seal in chunks until the backlog is gone (or the time budget is spent): at full load
-    events arrive faster than one chunk per scheduler interval."""
-    import time
-
-    from app import db, ledger
-
-    sealed, deadline = 0, time.monotonic() + budget_seconds
-    while True:
-        with db.transaction() as session:
-            n = ledger.seal(session)
-        sealed += n
-        if n == 0 or time.monotonic() > deadline:
-            return sealed
+    return ledger_sealing.seal_backlog(budget_seconds)
 
 
 def refresh_credit() -> bool:
-    return pipeline.refresh_credit()
+    return issuing_control.refresh_credit(queues.current_settings())
 
 
 def check_deadlines() -> dict[str, Any]:
-    from app.engine.deadlines import check_deadlines as run
-
-    return run()
+    return deadlines.check_deadlines()
 
 
-# Periodic work registered with RQ's cron scheduler (`kaipiao scheduler`).
-PERIODIC: tuple[tuple[str, str, int], ...] = (
-    # (function, queue, interval in seconds)
-    ("app.jobs.tasks.tick", "periodic", 1),
-    ("app.jobs.tasks.seal_ledger", "periodic", 5),
-    ("app.jobs.tasks.check_deadlines", "periodic", 300),
-    ("app.jobs.tasks.refresh_credit", "periodic", 300),
+# Periodic work registered with RQ's cron scheduler (`kaipiao scheduler`): job, seconds.
+PERIODIC: tuple[tuple[JobName, int], ...] = (
+    (JobName.TICK, 1),
+    (JobName.SEAL_LEDGER, 5),
+    (JobName.CHECK_DEADLINES, 300),
+    (JobName.REFRESH_CREDIT, 300),
 )

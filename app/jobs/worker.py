@@ -25,7 +25,6 @@ def prepare_process(settings: Settings) -> None:
     crypto.configure(settings.encryption_key)
     db.configure(settings.database_url)
     queues.configure(settings)
-    import app.engine.pipeline
     import app.jobs.tasks
     import app.models  # noqa: F401
 
@@ -48,7 +47,6 @@ def mirror_failure(job, exc_type, exc_value, tb) -> bool:
 
     try:
         with db.transaction() as session:
-            session.info["kaipiao_no_dispatch"] = True
             session.add(JobFailure(
                 job_id=job.id, queue=job.origin, func=job.func_name, args=list(job.args or [])[:1],
                 exc_type=exc_type.__name__, message=str(exc_value)[:2000],

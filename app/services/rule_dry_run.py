@@ -11,7 +11,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.engine.contract import parse_order
-from app.engine.shop_context import compose_for
 from app.errors import Problem, ValidationFailed
 from app.models import Shop
 from app.models.rules import RuleSet, RuleSetVersion
@@ -19,6 +18,7 @@ from app.render import render_html
 from app.rules import compile_ruleset, decide
 from app.rules.engine import RuleEngineError
 from app.rules.ruleset import RuleSet as CompiledRuleSet
+from app.services.context import compose_for
 
 
 @dataclass

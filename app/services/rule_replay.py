@@ -14,13 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.engine.contract import parse_order
-from app.engine.shop_context import compose_for, seller_for, seller_party
 from app.errors import KaipiaoError, ValidationFailed
 from app.models import Order, Shop
 from app.models.rules import RuleSetVersion
 from app.rules import decide, default_ruleset
 from app.rules.engine import RuleEngineError
 from app.rules.ruleset import RuleSet as CompiledRuleSet
+from app.services.context import compose_for, seller_for, seller_party
 from app.services.rule_dry_run import compile_version
 from app.services.rule_versions import covers, published_version, scope_level
 

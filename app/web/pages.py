@@ -12,8 +12,8 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from app.auth import roles_required
-from app.engine.preview_service import preview_order
 from app.errors import Problem, ValidationFailed
+from app.services.preview import preview_order
 from app.web import NAV, NavEntry
 
 bp = Blueprint("pages", __name__)

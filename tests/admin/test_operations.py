@@ -14,9 +14,9 @@ from rq import Queue, SimpleWorker, Worker
 from rq.job import Job, JobStatus
 from sqlalchemy import select
 
-from app.admin import operations
+from app.admin import charts
 from app.engine.clock import utcnow
-from app.jobs import queues
+from app.jobs import monitor, queues
 from app.jobs.worker import mirror_failure
 from app.models import (
     AdminAuditLog,
@@ -28,6 +28,7 @@ from app.models import (
     Order,
     OutboxMessage,
 )
+from app.services import operations_overview as overview
 from tests.factories import gen_order_doc, gen_shop
 
 URL = "/admin/ops/"
@@ -197,7 +198,7 @@ def test_state_ages(db_session, redis_url):
     make_request(db_session, "held", updated_at=now - timedelta(hours=5))
     make_request(db_session, "held", updated_at=now - timedelta(minutes=5))
     db_session.commit()
-    rows = {r.status: r for r in operations.states_with_age(db_session, InvoiceRequest, now)}
+    rows = {r.status: r for r in overview.states_with_age(db_session, InvoiceRequest, now)}
     assert rows["held"].count == 2
     assert abs(rows["held"].oldest_age - timedelta(hours=5)) < timedelta(seconds=1)
 
@@ -448,13 +449,13 @@ def _seed_issued(session) -> None:
 def test_throughput_buckets(db_session, redis_url):
     _seed_issued(db_session)
     db_session.commit()
-    minutes = operations.throughput(db_session, NOW, 60, 60)
+    minutes = overview.throughput(db_session, NOW, 60, 60)
     assert len(minutes) == 60
     assert minutes[-1].start == datetime(2026, 5, 20, 10, 30, tzinfo=UTC) and minutes[-1].count == 2
     assert minutes[-2].count == 1
     assert minutes[0].start == datetime(2026, 5, 20, 9, 31, tzinfo=UTC) and minutes[0].count == 1
     assert sum(b.count for b in minutes) == 4
-    hours = operations.throughput(db_session, NOW, 3600, 48)
+    hours = overview.throughput(db_session, NOW, 3600, 48)
     assert len(hours) == 48
     assert hours[0].start == datetime(2026, 5, 18, 11, tzinfo=UTC) and hours[0].count == 1
     assert hours[-1].start == datetime(2026, 5, 20, 10, tzinfo=UTC) and hours[-1].count == 3
@@ -487,12 +488,12 @@ def test_chart_renders_counts(client, login, redis_url, db_session):
 
 
 def test_chart_geometry_scales_to_the_peak():
-    bars = [operations.Bar(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i), c) for i, c in enumerate([0, 5, 10])]
-    chart = operations.bar_chart(bars, lambda t: t.strftime("%H:%M"), tick_every=2)
+    bars = [overview.Bar(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i), c) for i, c in enumerate([0, 5, 10])]
+    chart = charts.bar_chart(bars, lambda t: t.strftime("%H:%M"), tick_every=2)
     full = chart.plot_bottom - chart.plot_top
     assert [b.height for b in chart.bars] == [0, full / 2, full]
     assert [label for _, label in chart.ticks] == ["00:00", "00:02"]
-    empty = operations.bar_chart([], str, tick_every=1)
+    empty = charts.bar_chart([], str, tick_every=1)
     assert empty.bars == [] and empty.max_count == 0
 
 
@@ -510,7 +511,7 @@ def test_monthly_credit_in_shanghai_time(client, login, redis_url, db_session):
     db_session.add(GatewayStatus(scope="default", credit_remaining=Decimal("12345.67"),
                                  credit_checked_at=datetime(2026, 5, 20, 2, 0, tzinfo=UTC)))
     db_session.commit()
-    use = operations.credit_use(db_session, NOW)
+    use = overview.credit_use(db_session, NOW)
     assert use.month == "2026-05" and use.issued_total == Decimal("351.00") and use.issued_count == 3
     assert use.credit_remaining == Decimal("12345.67")
     card = _page_at(client, login, NOW)
@@ -519,7 +520,7 @@ def test_monthly_credit_in_shanghai_time(client, login, redis_url, db_session):
 
 
 def test_month_bounds_at_year_end():
-    start, end = operations.month_bounds(datetime(2026, 12, 31, 17, tzinfo=UTC))  # 2027-01-01 01:00 Shanghai
+    start, end = overview.month_bounds(datetime(2026, 12, 31, 17, tzinfo=UTC))  # 2027-01-01 01:00 Shanghai
     assert start == datetime(2026, 12, 31, 16, tzinfo=UTC) and end == datetime(2027, 1, 31, 16, tzinfo=UTC)
 
 
@@ -565,7 +566,7 @@ def test_redis_snapshot_down():
     original = queues.connection
     try:
         queues.connection = _redis_down
-        snapshot = operations.redis_snapshot()
+        snapshot = monitor.redis_snapshot()
     finally:
         queues.connection = original
     assert snapshot.ok is False and "ConnectionError" in snapshot.error and snapshot.queues == []
@@ -579,7 +580,7 @@ def test_registry_counts_do_not_run_rq_cleanup(redis_url, settings):
     job = q.enqueue("app.jobs.tasks.tick")
     # An expired entry in the started registry, as a kill -9'd worker leaves it.
     conn.zadd(q.started_job_registry.key, {f"{job.id}:exec1": 1})
-    rows = {r.name: r for r in operations.queue_rows(conn)}
+    rows = {r.name: r for r in monitor.queue_rows(conn)}
     assert rows["issue"].started == 1 and rows["issue"].failed == 0
     assert conn.zcard(q.started_job_registry.key) == 1
 

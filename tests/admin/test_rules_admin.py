@@ -10,14 +10,15 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from app.engine.intake import ingest
 from app.models import AdminAuditLog, InvoiceRequest, Order, OutboxMessage
 from app.models.rules import RuleSet, RuleSetVersion
 from app.rules import document, reference
 from app.rules.actions import ACTIONS
 from app.rules.facts import FACT_FIELDS, LINE_FIELDS
 from app.services import rule_replay, rule_versions
+from app.services.intake import ingest
 from app.services.rule_versions import current_version, load_shipped_defaults, save_draft
+from app.services.unit_of_work import UnitOfWork
 from tests.factories import gen_order_doc, gen_shop
 
 URL = "/admin/rules/"
@@ -85,7 +86,7 @@ def seed_orders(session, shop, amounts: list[str]) -> list[int]:
         doc["lines"][0]["unit_price"] = price
         doc.pop("paid_amount")  # the price changes what was paid; the contract checks it when given
         docs.append(doc)
-    result = ingest(session, docs)
+    result = ingest(UnitOfWork(session), docs)
     assert not result.rejected, result.rejected
     session.commit()
     return [a["order_pk"] for a in result.accepted]

@@ -7,7 +7,7 @@ import click
 from click.testing import CliRunner
 
 from app.cli.invoicing import register
-from app.engine.preview_service import preview_order
+from app.services.preview import preview_order
 
 from .helpers import LOCAL_EXAMPLES, SELLER, example
 

@@ -23,11 +23,12 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from app import db
-from app.engine.intake import ingest
-from app.engine.pipeline import decide_requests
 from app.models import Order
 from app.models.rules import RuleSet, RuleSetVersion
+from app.services.decide import decide_requests
+from app.services.intake import ingest
 from app.services.rule_versions import current_version, load_shipped_defaults, save_draft
+from app.services.unit_of_work import unit_of_work
 from app.settings import Settings
 from tests.factories import gen_order_doc, gen_shop, gen_user
 
@@ -75,10 +76,10 @@ def _writer(settings: Settings, shop_code: str, worker: int, stop, done, errors)
             if stop.is_set():
                 return
             docs = [gen_order_doc(shop_code, f"W{worker}-{batch:05d}-{i:02d}") for i in range(10)]
-            with db.transaction() as session:
-                result = ingest(session, docs, source="test")
+            with unit_of_work() as work:
+                result = ingest(work, docs, source="test")
             assert not result.rejected, result.rejected
-            decide_requests([a["request_id"] for a in result.accepted], issue_now=False)
+            decide_requests([a["request_id"] for a in result.accepted], settings, issue_now=False)
             with done.get_lock():
                 done[worker] += 1
     except Exception as exc:

@@ -52,7 +52,7 @@ def sandbox(tmp_path) -> Iterator[Sandbox]:
 def shop(db_session, settings, sandbox) -> Shop:
     """A merchant whose seller entity issues through the sandbox."""
     from app import crypto
-    from app.engine import gateways
+    from app.services import context as gateways
 
     crypto.configure(settings.encryption_key)
     queues.configure(settings)

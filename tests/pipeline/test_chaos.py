@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,13 @@ import requests
 from sqlalchemy import func, select
 
 from app import db, ledger
-from app.engine import pipeline
-from app.engine.generator import random_order
-from app.engine.intake import ingest
-from app.jobs import queues
+from app.jobs import queues, tasks
 from app.jobs.processes import Children, kaipiao_cmd
 from app.models import Invoice, InvoiceEvent, InvoiceRequest, Merchant, SellerEntity, Shop
+from app.services.intake import ingest
+from app.services.unit_of_work import unit_of_work
+from app.settings import Timing
+from sandbox.orders import random_order
 
 ORDERS = 1000
 WORKERS = 3
@@ -87,8 +89,10 @@ def test_chaos_exactly_once(db_url, redis_url, settings, tmp_path: Path, monkeyp
         queues.configure(settings)
         timing = {"STUCK_ISSUING": "3", "STALE_UNDECIDED": "3", "REQUEUE_AFTER": "4", "OUTBOX_GRACE": "1",
                   "MAX_BACKOFF": "2", "FIRST_POLL": "0.2"}
-        for name, value in timing.items():
-            monkeypatch.setattr(pipeline.TIMING, name.lower(), pipeline.timedelta(seconds=float(value)))
+        with monkeypatch.context() as env_patch:  # this process's tick uses the same timing
+            for name, value in timing.items():
+                env_patch.setenv(f"KAIPIAO_TIMING_{name}", value)
+            queues.configure(replace(settings, timing=Timing.from_env()))
         env = {
             "KAIPIAO_DATABASE_URL": db_url, "KAIPIAO_REDIS_URL": redis_url,
             "KAIPIAO_INSTANCE_PATH": str(settings.instance_path), "KAIPIAO_SECRET_KEY": settings.secret_key,
@@ -116,8 +120,8 @@ def test_chaos_exactly_once(db_url, redis_url, settings, tmp_path: Path, monkeyp
         chaos = threading.Thread(target=killer, daemon=True)
         chaos.start()
         for start in range(0, ORDERS, 100):
-            with db.transaction() as session:
-                result = ingest(session, docs[start:start + 100], source="chaos")
+            with unit_of_work() as work:
+                result = ingest(work, docs[start:start + 100], source="chaos")
             assert not result.rejected, result.rejected[:3]
             # Orders keep arriving for ~8 s, so the kills (the 5th comes ~7 s in) land on live
             # work however fast intake and the workers get; unpaced, the run can end first.
@@ -126,7 +130,7 @@ def test_chaos_exactly_once(db_url, redis_url, settings, tmp_path: Path, monkeyp
         deadline = time.monotonic() + DEADLINE_S
         done, states = False, Counter()
         while time.monotonic() < deadline:
-            pipeline.tick()  # the scheduler's job, run here
+            tasks.tick()  # the scheduler's job, run here
             done, states = _all_terminal()
             if done:
                 break

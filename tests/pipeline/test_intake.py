@@ -9,8 +9,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from app.engine.intake import ingest, source_version
 from app.models import InvoiceEvent, InvoiceRequest, Order, OutboxMessage
+from app.services.intake import ingest, source_version
+from app.services.unit_of_work import UnitOfWork
 from tests.factories import gen_order_doc, gen_shop
 
 
@@ -25,7 +26,7 @@ def test_bad_orders_rejected_one_by_one_rest_accepted(db_session):
     bad["lines"][0]["unit_price"] = "12.3.4"
     unknown_field = gen_order_doc("s1", "A3", colour="red")
     other_shop = gen_order_doc("nope", "A4")
-    result = ingest(db_session, [good, bad, "not an object", unknown_field, other_shop])
+    result = ingest(UnitOfWork(db_session), [good, bad, "not an object", unknown_field, other_shop])
     db_session.commit()
     assert [a["key"] for a in result.accepted] == ["tmall:s1:A1"]
     by_index = {r["index"]: r for r in result.rejected}
@@ -40,9 +41,9 @@ def test_bad_orders_rejected_one_by_one_rest_accepted(db_session):
 def test_same_order_twice_is_idempotent(db_session):
     gen_shop(db_session, shop_code="s1")
     doc = gen_order_doc("s1", "B1")
-    first = ingest(db_session, [doc])
+    first = ingest(UnitOfWork(db_session), [doc])
     db_session.commit()
-    again = ingest(db_session, [copy.deepcopy(doc)])
+    again = ingest(UnitOfWork(db_session), [copy.deepcopy(doc)])
     db_session.commit()
     assert first.accepted[0]["outcome"] == "created"
     assert again.accepted[0]["outcome"] == "unchanged"
@@ -57,9 +58,9 @@ def test_newer_version_updates_older_never_overwrites(db_session):
     paid.pop("received_at")
     received = gen_order_doc("s1", "C1", status="received")
     assert source_version(paid) < source_version(received)
-    ingest(db_session, [received])
+    ingest(UnitOfWork(db_session), [received])
     db_session.commit()
-    stale = ingest(db_session, [paid])
+    stale = ingest(UnitOfWork(db_session), [paid])
     db_session.commit()
     assert stale.accepted[0]["outcome"] == "stale"
     assert db_session.scalar(select(Order.status)) == "received"
@@ -71,13 +72,13 @@ def test_update_of_undecided_order_requeues_decision(db_session):
     gen_shop(db_session, shop_code="s1")
     doc = gen_order_doc("s1", "D1", status="shipped")
     doc.pop("received_at")
-    ingest(db_session, [doc])
+    ingest(UnitOfWork(db_session), [doc])
     db_session.commit()
     db_session.execute(OutboxMessage.__table__.update().values(dispatched_at=func.now()))
     db_session.commit()
     newer = gen_order_doc("s1", "D1", status="received")
     newer["lines"][0]["quantity"] = "3"
-    result = ingest(db_session, [newer])
+    result = ingest(UnitOfWork(db_session), [newer])
     db_session.commit()
     assert result.accepted[0]["outcome"] == "updated"
     order = db_session.scalar(select(Order))
@@ -154,7 +155,7 @@ def test_batch_mixing_new_updated_unchanged_stale_and_invalid(db_session):
     received = gen_order_doc("s1", "S1")
     same = gen_order_doc("s1", "N1")
     issued = gen_order_doc("s1", "I1")
-    first = ingest(db_session, [shipped, received, same, issued])
+    first = ingest(UnitOfWork(db_session), [shipped, received, same, issued])
     db_session.commit()
     issued_pk = first.accepted[3]["order_pk"]
     db_session.execute(InvoiceRequest.__table__.update().where(InvoiceRequest.order_pk == issued_pk)
@@ -172,7 +173,7 @@ def test_batch_mixing_new_updated_unchanged_stale_and_invalid(db_session):
     changed_after_issue = gen_order_doc("s1", "I1", remark="please change the title")
     docs = [gen_order_doc("s1", "A1"), updated, bad, stale, copy.deepcopy(same), changed_after_issue,
             gen_order_doc("elsewhere", "E1"), gen_order_doc("s1", "B1")]
-    result = ingest(db_session, docs)
+    result = ingest(UnitOfWork(db_session), docs)
     db_session.commit()
 
     outcomes = [(a["index"], a["key"], a["outcome"]) for a in result.accepted]
@@ -214,11 +215,11 @@ def test_same_key_twice_in_one_batch_behaves_as_one_after_the_other(db_session):
                           "created_at": "2026-11-15T10:00:00+08:00"}]
         return [v1, v2, copy.deepcopy(v1), copy.deepcopy(v2), v3, gen_order_doc(shop, "M1"), copy.deepcopy(v3)]
 
-    batch = ingest(db_session, story("b"))
+    batch = ingest(UnitOfWork(db_session), story("b"))
     db_session.commit()
     one_by_one = []
     for doc in story("q"):
-        one_by_one += [dict(a, index=len(one_by_one)) for a in ingest(db_session, [doc]).accepted]
+        one_by_one += [dict(a, index=len(one_by_one)) for a in ingest(UnitOfWork(db_session), [doc]).accepted]
         db_session.commit()
 
     assert [a["outcome"] for a in batch.accepted] == [a["outcome"] for a in one_by_one] == [
@@ -246,11 +247,11 @@ def test_batch_falls_back_to_one_savepoint_per_order_on_conflict(db_session, mon
     """Another process stored X between our lookup and our flush (simulated: the batch lookup
     misses it once, so the batch INSERT hits the unique key); an order the database refuses
     (FK to a shop that is not there) fails alone with a storage error."""
-    from app.engine import intake
+    from app.services import intake
 
     shop = gen_shop(db_session, shop_code="s1")
     existing = gen_order_doc("s1", "X1")
-    ingest(db_session, [existing])
+    ingest(UnitOfWork(db_session), [existing])
     db_session.commit()
     mark = _last_outbox_id(db_session)
 
@@ -276,7 +277,7 @@ def test_batch_falls_back_to_one_savepoint_per_order_on_conflict(db_session, mon
     invalid = gen_order_doc("s1", "V1", currency="USD")
     docs = [gen_order_doc("s1", "G1"), copy.deepcopy(existing), invalid, gen_order_doc("s1", "BAD"),
             gen_order_doc("s1", "G2")]
-    result = ingest(db_session, docs)
+    result = ingest(UnitOfWork(db_session), docs)
     db_session.commit()
 
     assert len(calls) == 1 + 4  # the batch, then one lookup per valid order
@@ -298,7 +299,7 @@ def test_order_stored_by_another_session_meanwhile_is_not_lost(db_session, monke
     our batch INSERT fails on the unique key and the one-by-one retry finds the stored row.
     (SQLite units of work take the write lock up front, so the race cannot happen there.)"""
     from app import db as kdb
-    from app.engine import intake
+    from app.services import intake
 
     if db_session.get_bind().dialect.name != "postgresql":
         pytest.skip("needs a database with concurrent writers")
@@ -313,14 +314,14 @@ def test_order_stored_by_another_session_meanwhile_is_not_lost(db_session, monke
             lookup_then_other_process_commits.done = True
             other = kdb.SessionFactory()
             try:
-                assert ingest(other, [copy.deepcopy(racer)]).accepted[0]["outcome"] == "created"
+                assert ingest(UnitOfWork(other), [copy.deepcopy(racer)]).accepted[0]["outcome"] == "created"
                 other.commit()
             finally:
                 other.close()
         return found
 
     monkeypatch.setattr(intake, "_existing_orders", lookup_then_other_process_commits)
-    result = ingest(db_session, [gen_order_doc("s1", "R0"), racer, gen_order_doc("s1", "R2")])
+    result = ingest(UnitOfWork(db_session), [gen_order_doc("s1", "R0"), racer, gen_order_doc("s1", "R2")])
     db_session.commit()
     assert [a["outcome"] for a in result.accepted] == ["created", "unchanged", "created"]
     assert result.rejected == []
@@ -334,7 +335,7 @@ def test_batch_statements_do_not_grow_with_the_batch(db_session):
     from sqlalchemy import event
 
     gen_shop(db_session, shop_code="s1")
-    ingest(db_session, [gen_order_doc("s1", f"W{i}") for i in range(3)])
+    ingest(UnitOfWork(db_session), [gen_order_doc("s1", f"W{i}") for i in range(3)])
     db_session.commit()
     engine = db_session.get_bind()
 
@@ -343,7 +344,7 @@ def test_batch_statements_do_not_grow_with_the_batch(db_session):
         listener = lambda *args: seen.append(args[2].split("(")[0].split(" WHERE")[0])  # noqa: E731
         event.listen(engine, "before_cursor_execute", listener)
         try:
-            result = ingest(db_session, docs)
+            result = ingest(UnitOfWork(db_session), docs)
         finally:
             event.remove(engine, "before_cursor_execute", listener)
         db_session.commit()
@@ -365,7 +366,7 @@ def test_unusable_times_are_rejected_not_fatal(db_session):
     garbage = gen_order_doc("s1", "T1", extensions={"source_updated_at": "yesterday"})
     overflow = gen_order_doc("s1", "T2", paid_at="0001-01-01T00:00:00+08:00")
     lower_z = gen_order_doc("s1", "T4", paid_at="2026-11-10t16:01:02z")  # RFC 3339 allows lower case
-    result = ingest(db_session, [garbage, gen_order_doc("s1", "T3"), overflow, lower_z])
+    result = ingest(UnitOfWork(db_session), [garbage, gen_order_doc("s1", "T3"), overflow, lower_z])
     db_session.commit()
     assert [a["key"] for a in result.accepted] == ["tmall:s1:T3", "tmall:s1:T4"]
     assert [(r["index"], r["errors"][0]["path"]) for r in result.rejected] == [
@@ -383,7 +384,7 @@ def test_paid_and_invoice_amounts_are_shown_for_every_order(db_session, client, 
     del computed["paid_amount"]
     computed["lines"][1]["platform_discount"] = "5.00"
     computed["refunds"] = [{"refund_id": "r1", "amount": "30.00", "status": "success"}]
-    result = ingest(db_session, [given, computed])
+    result = ingest(UnitOfWork(db_session), [given, computed])
     db_session.commit()
     assert not result.rejected
     orders = {o.order_no: o for o in db_session.scalars(select(Order))}

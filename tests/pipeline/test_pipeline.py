@@ -12,23 +12,30 @@ import requests
 from sqlalchemy import func, select, update
 
 from app import db
-from app.engine import lifecycle, pipeline
 from app.engine.clock import utcnow
-from app.engine.intake import ingest
 from app.errors import InvalidTransition
 from app.integrations.tax.base import TaxGateway
 from app.integrations.tax.sandbox import SandboxGateway
 from app.jobs import outbox, queues, tasks
 from app.models import GatewayStatus, Invoice, InvoiceEvent, InvoiceRequest, OutboxMessage
+from app.services import decide, issue, issuing_control, operator_actions, poll
+from app.services.intake import ingest
+from app.services.serials import last_generation, serial_for
+from app.services.transitions import move_invoice, move_request
+from app.services.unit_of_work import unit_of_work
 from tests.factories import gen_order_doc
+
+
+def S():
+    return queues.current_settings()
 
 
 def _ingest(order_id: str = "P1", **overrides) -> int:
     doc = gen_order_doc("pipe-shop", order_id, **overrides)
     for key in [k for k, v in doc.items() if v is None]:
         del doc[key]
-    with db.transaction() as session:
-        result = ingest(session, [doc])
+    with unit_of_work() as work:
+        result = ingest(work, [doc])
     assert not result.rejected, result.rejected
     return result.accepted[0]["request_id"]
 
@@ -44,22 +51,22 @@ def _invoices(request_id: int) -> list[Invoice]:
 
 
 def _decide_and_issue(request_id: int) -> list[Invoice]:
-    pipeline.decide_requests([request_id], issue_now=False)
+    decide.decide_requests([request_id], S(), issue_now=False)
     invoices = _invoices(request_id)
-    pipeline.issue_invoices([i.id for i in invoices])
+    issue.issue_invoices([i.id for i in invoices], S())
     return _invoices(request_id)
 
 
 def test_happy_path_issues_a_20_digit_number(shop, sandbox):
     request_id = _ingest()
-    outcome = pipeline.decide_requests([request_id], issue_now=False)
+    outcome = decide.decide_requests([request_id], S(), issue_now=False)
     assert outcome.counts == {"issuing": 1}
     request = _request(request_id)
     assert request.rules_version and request.rules_fired and request.decision["action"] == "issue"
     [invoice] = _invoices(request_id)
     assert invoice.status == "ready" and invoice.serial_no
     assert str(invoice.total) == "247.90"
-    pipeline.issue_invoices([invoice.id])
+    issue.issue_invoices([invoice.id], S())
     [invoice] = _invoices(request_id)
     assert invoice.status == "issued"
     assert len(invoice.number) == 20 and invoice.number.isdigit()
@@ -74,12 +81,12 @@ def test_happy_path_issues_a_20_digit_number(shop, sandbox):
 
 def test_running_the_same_job_twice_issues_once(shop, sandbox):
     request_id = _ingest()
-    pipeline.decide_requests([request_id], issue_now=False)
-    pipeline.decide_requests([request_id], issue_now=False)  # RQ may run a job twice
+    decide.decide_requests([request_id], S(), issue_now=False)
+    decide.decide_requests([request_id], S(), issue_now=False)  # RQ may run a job twice
     invoices = _invoices(request_id)
     assert len(invoices) == 1
-    pipeline.issue_invoices([invoices[0].id])
-    second = pipeline.issue_invoices([invoices[0].id])
+    issue.issue_invoices([invoices[0].id], S())
+    second = issue.issue_invoices([invoices[0].id], S())
     assert second.counts == {"skipped": 1}
     assert len(sandbox.invoices()) == 1
 
@@ -88,11 +95,11 @@ def test_concurrent_decisions_compose_once(shop, sandbox):
     request_id = _ingest()
     barrier = threading.Barrier(4)
 
-    def decide() -> None:
+    def decide_it() -> None:
         barrier.wait()
-        pipeline.decide_requests([request_id], issue_now=False)
+        decide.decide_requests([request_id], S(), issue_now=False)
 
-    threads = [threading.Thread(target=decide) for _ in range(4)]
+    threads = [threading.Thread(target=decide_it) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -105,7 +112,7 @@ def test_unknown_outcome_is_queried_never_resent(shop, sandbox):
     sandbox.faults(calls={"issue": {"mode": "unknown", "count": 1}})  # processed, then a 500
     [invoice] = _decide_and_issue(request_id)
     assert invoice.status == "unknown"
-    pipeline.poll_invoices([invoice.id])
+    poll.poll_invoices([invoice.id], S())
     [invoice] = _invoices(request_id)
     assert invoice.status == "issued"
     assert len(sandbox.invoices()) == 1
@@ -116,7 +123,7 @@ def test_timeout_then_query_finds_it(shop, sandbox):
     sandbox.faults(calls={"issue": {"mode": "timeout", "count": 1}})  # processed, answered too late
     [invoice] = _decide_and_issue(request_id)
     assert invoice.status == "unknown"
-    pipeline.poll_invoices([invoice.id])
+    poll.poll_invoices([invoice.id], S())
     assert _invoices(request_id)[0].status == "issued"
     assert len(sandbox.invoices()) == 1
 
@@ -127,10 +134,10 @@ def test_provider_never_got_it_same_serial_sent_again(shop, sandbox):
     [invoice] = _decide_and_issue(request_id)
     assert invoice.status == "unknown"
     serial = invoice.serial_no
-    pipeline.poll_invoices([invoice.id])  # not found → ready, same serial queued again
+    poll.poll_invoices([invoice.id], S())  # not found → ready, same serial queued again
     [invoice] = _invoices(request_id)
     assert invoice.status == "ready" and invoice.serial_no == serial
-    pipeline.issue_invoices([invoice.id])
+    issue.issue_invoices([invoice.id], S())
     assert _invoices(request_id)[0].status == "issued"
     assert [row[0] for row in sandbox.invoices()] == [serial]
 
@@ -140,13 +147,13 @@ def test_rate_limited_goes_back_with_backoff(shop, sandbox):
     sandbox.faults(calls={"issue": {"mode": "rate_limit", "count": 1}})
     [invoice] = _decide_and_issue(request_id)
     assert invoice.status == "ready" and invoice.attempts == 1 and invoice.next_attempt_at > utcnow()
-    assert pipeline.issue_invoices([invoice.id]).counts == {"skipped": 1}  # not due yet
+    assert issue.issue_invoices([invoice.id], S()).counts == {"skipped": 1}  # not due yet
     with db.transaction() as session:  # time passes: the backoff is over
         row = session.get(Invoice, invoice.id)
         row.queued_at, row.next_attempt_at = utcnow() - timedelta(seconds=10), utcnow() - timedelta(seconds=1)
-    tick = pipeline.tick()
-    assert tick.counts["retry_queued"] == 1
-    pipeline.issue_invoices([invoice.id])
+    tick = tasks.tick()
+    assert tick["retry_queued"] == 1
+    issue.issue_invoices([invoice.id], S())
     assert _invoices(request_id)[0].status == "issued"
 
 
@@ -170,8 +177,8 @@ def _story(invoice_id: int) -> list[tuple[str | None, dict]]:
 
 
 def _retry(invoice_id: int) -> None:
-    with db.transaction() as session:
-        pipeline.retry_failed(session, invoice_id, actor="ops")
+    with unit_of_work() as work:
+        operator_actions.retry_failed(work, invoice_id, actor="ops")
 
 
 def test_retry_of_a_failed_invoice_issues_it_once(shop, sandbox, client, login):
@@ -183,7 +190,7 @@ def test_retry_of_a_failed_invoice_issues_it_once(shop, sandbox, client, login):
     [invoice] = _decide_and_issue(request_id)
     assert invoice.status == "pending"  # accepted; the tax bureau fails it later
     time.sleep(0.3)
-    pipeline.poll_invoices([invoice.id])
+    poll.poll_invoices([invoice.id], S())
     [invoice] = _invoices(request_id)
     assert invoice.status == "failed" and "ISSUE_FAILED" in invoice.failure_reason
     assert _request(request_id).status == "failed"
@@ -220,10 +227,10 @@ def test_a_lost_retry_answer_is_queried_never_retried_blind(shop, sandbox):
     assert invoice.status == "failed"
     sandbox.faults(calls={"retry": {"mode": "unknown", "count": 1}})  # processed, then a 500
     _retry(invoice.id)
-    pipeline.issue_invoices([invoice.id])
+    issue.issue_invoices([invoice.id], S())
     assert _invoices(request_id)[0].status == "unknown"
-    assert pipeline.issue_invoices([invoice.id]).counts == {"skipped": 1}  # nothing is sent again
-    pipeline.poll_invoices([invoice.id])
+    assert issue.issue_invoices([invoice.id], S()).counts == {"skipped": 1}  # nothing is sent again
+    poll.poll_invoices([invoice.id], S())
     [invoice] = _invoices(request_id)
     assert invoice.status == "issued" and _request(request_id).status == "issued"
     assert sandbox.invoices() == [(invoice.serial_no, "issued", invoice.number)]
@@ -235,12 +242,12 @@ def test_a_retry_that_fails_again_is_failed_again(shop, sandbox):
     sandbox.faults(calls={"issue": {"mode": "fail_later", "count": 1}, "retry": {"mode": "fail_later", "count": 1}})
     [invoice] = _decide_and_issue(request_id)
     _retry(invoice.id)
-    assert pipeline.issue_invoices([invoice.id]).counts == {"poll_failed": 1, "accepted": 1}
+    assert issue.issue_invoices([invoice.id], S()).counts == {"poll_failed": 1, "accepted": 1}
     [invoice] = _invoices(request_id)
     assert invoice.status == "failed" and "ISSUE_FAILED" in invoice.failure_reason
     assert _request(request_id).status == "failed"
     _retry(invoice.id)  # and again: this time the bureau issues it
-    pipeline.issue_invoices([invoice.id])
+    issue.issue_invoices([invoice.id], S())
     assert _invoices(request_id)[0].status == "issued"
     assert [row[1] for row in sandbox.invoices()] == ["issued"]
 
@@ -250,7 +257,7 @@ def test_retry_of_a_submission_the_provider_refused_sends_the_same_serial(shop, 
     accepted and the provider stores nothing: the retry learns that (NotFound) and the same
     serial is sent again. Here the provider refused a tax code it did not know yet and knows
     it by the time of the retry."""
-    from app.engine import gateways
+    from app.services import context as gateways
 
     class RefusesTheFirstSubmission(SandboxGateway):
         first = True
@@ -270,10 +277,10 @@ def test_retry_of_a_submission_the_provider_refused_sends_the_same_serial(shop, 
         assert sandbox.invoices() == []
         serial = invoice.serial_no
         _retry(invoice.id)
-        assert pipeline.issue_invoices([invoice.id]).counts == {"resend": 1}
+        assert issue.issue_invoices([invoice.id], S()).counts == {"resend": 1}
         [invoice] = _invoices(request_id)
         assert invoice.status == "ready" and invoice.serial_no == serial
-        pipeline.issue_invoices([invoice.id])  # the issue job the resend queued
+        issue.issue_invoices([invoice.id], S())  # the issue job the resend queued
     finally:
         gateways.use_gateway(None)
     [invoice] = _invoices(request_id)
@@ -285,7 +292,7 @@ def test_retry_at_a_provider_that_cannot_retry_uses_a_new_serial(shop, sandbox):
     """Without a provider retry, the failed serial is closed in the invoice log and the invoice
     is issued under the next serial (the query first confirmed it failed there: a failure is
     final at such a provider, so the closed serial never becomes an invoice)."""
-    from app.engine import gateways
+    from app.services import context as gateways
 
     class NoRetry(SandboxGateway):
         retry = TaxGateway.retry  # the interface's default: RetryUnsupported
@@ -297,10 +304,10 @@ def test_retry_at_a_provider_that_cannot_retry_uses_a_new_serial(shop, sandbox):
         [invoice] = _decide_and_issue(request_id)
         closed = invoice.serial_no
         _retry(invoice.id)
-        assert pipeline.issue_invoices([invoice.id]).counts == {"new_serial": 1}
+        assert issue.issue_invoices([invoice.id], S()).counts == {"new_serial": 1}
         [invoice] = _invoices(request_id)
-        assert invoice.status == "ready" and invoice.serial_no == pipeline.serial_for(request_id, 1, 2) != closed
-        pipeline.issue_invoices([invoice.id])
+        assert invoice.status == "ready" and invoice.serial_no == serial_for(request_id, 1, 2) != closed
+        issue.issue_invoices([invoice.id], S())
     finally:
         gateways.use_gateway(None)
     [invoice] = _invoices(request_id)
@@ -311,7 +318,7 @@ def test_retry_at_a_provider_that_cannot_retry_uses_a_new_serial(shop, sandbox):
         assert event.invoice_id == invoice.id
         assert event.data["serial_no"] == closed and event.data["replaced_by"] == invoice.serial_no
         # A later decision of the request goes past both serials.
-        assert pipeline._last_generation(session, request_id) == 2
+        assert last_generation(session, request_id) == 2
 
 
 def test_retry_of_an_invoice_the_provider_holds_as_issued_asks_it(shop, sandbox):
@@ -324,9 +331,9 @@ def test_retry_of_an_invoice_the_provider_holds_as_issued_asks_it(shop, sandbox)
     with db.transaction() as session:
         session.execute(update(Invoice).where(Invoice.id == invoice.id).values(status="failed", number=None))
     _retry(invoice.id)
-    assert pipeline.issue_invoices([invoice.id]).counts == {"not_failed": 1}
+    assert issue.issue_invoices([invoice.id], S()).counts == {"not_failed": 1}
     assert _invoices(request_id)[0].status == "unknown"
-    pipeline.poll_invoices([invoice.id])
+    poll.poll_invoices([invoice.id], S())
     [invoice] = _invoices(request_id)
     assert invoice.status == "issued" and invoice.number == number
     assert "retried" not in _provider_counters(sandbox)
@@ -337,24 +344,24 @@ def test_a_retry_waits_out_a_rate_limit_and_a_pause_in_retry_ready(shop, sandbox
     sandbox.faults(calls={"issue": {"mode": "fail_later", "count": 1}, "retry": {"mode": "rate_limit", "count": 1}})
     [invoice] = _decide_and_issue(request_id)
     _retry(invoice.id)
-    pipeline.issue_invoices([invoice.id])
+    issue.issue_invoices([invoice.id], S())
     [invoice] = _invoices(request_id)
     assert invoice.status == "retry_ready" and invoice.attempts == 1 and invoice.next_attempt_at > utcnow()
     with db.transaction() as session:  # time passes: the backoff is over
         row = session.get(Invoice, invoice.id)
         row.queued_at, row.next_attempt_at = utcnow() - timedelta(seconds=10), utcnow() - timedelta(seconds=1)
-    assert pipeline.tick().counts["retry_queued"] == 1
+    assert tasks.tick()["retry_queued"] == 1
     sandbox.post("/admin/expire-login")
-    assert pipeline.issue_invoices([invoice.id]).counts == {"paused": 1}
+    assert issue.issue_invoices([invoice.id], S()).counts == {"paused": 1}
     assert _invoices(request_id)[0].status == "retry_ready"
     sandbox.post("/admin/renew-login")
-    with db.transaction() as session:
-        assert pipeline.resume(session, actor="ops")
-        queued = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(1)).one()
+    with unit_of_work() as work:
+        assert issuing_control.resume(work, actor="ops")
+        queued = work.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(1)).one()
     assert (queued.func, queued.args) == ("issue_invoices", [invoice.id])  # the backlog includes retries
     with db.transaction() as session:
         session.get(Invoice, invoice.id).next_attempt_at = None
-    pipeline.issue_invoices([invoice.id])
+    issue.issue_invoices([invoice.id], S())
     assert _invoices(request_id)[0].status == "issued"
     assert _provider_counters(sandbox)["retried"] == 1
 
@@ -362,72 +369,72 @@ def test_a_retry_waits_out_a_rate_limit_and_a_pause_in_retry_ready(shop, sandbox
 def test_login_expired_pauses_and_resume_drains_in_order(shop, sandbox):
     first, second = _ingest("A1"), _ingest("A2")
     sandbox.post("/admin/expire-login")
-    pipeline.decide_requests([first, second], issue_now=False)
+    decide.decide_requests([first, second], S(), issue_now=False)
     ids = [i.id for r in (first, second) for i in _invoices(r)]
-    outcome = pipeline.issue_invoices(ids)
+    outcome = issue.issue_invoices(ids, S())
     assert outcome.counts.get("paused") == 2
     with db.transaction() as session:
         status = session.scalar(select(GatewayStatus))
         assert status.paused and status.pause_code == "auth_expired"
     assert {i.status for r in (first, second) for i in _invoices(r)} == {"ready"}
-    assert pipeline.issue_invoices(ids).counts == {"paused": 1}  # nothing leaves while paused
+    assert issue.issue_invoices(ids, S()).counts == {"paused": 1}  # nothing leaves while paused
     sandbox.post("/admin/renew-login")
-    with db.transaction() as session:
-        assert pipeline.resume(session, actor="ops")
+    with unit_of_work() as work:
+        assert issuing_control.resume(work, actor="ops")
     assert queues.queue("issue").count >= 1  # the backlog went back to the issue queue
-    pipeline.issue_invoices(ids)
+    issue.issue_invoices(ids, S())
     issued = [i for r in (first, second) for i in _invoices(r)]
     assert [i.status for i in issued] == ["issued", "issued"]
     assert issued[0].number < issued[1].number  # the backlog drained in order
 
 
 def test_outage_pauses_and_probe_resumes(shop, sandbox, monkeypatch):
-    monkeypatch.setattr(pipeline, "OUTAGE_THRESHOLD", 2)
+    monkeypatch.setattr(issuing_control, "OUTAGE_THRESHOLD", 2)
     ids = [_ingest(f"O{n}") for n in range(3)]
-    pipeline.decide_requests(ids, issue_now=False)
+    decide.decide_requests(ids, S(), issue_now=False)
     invoice_ids = [i.id for r in ids for i in _invoices(r)]
     sandbox.faults(calls={"issue": {"mode": "rate_limit"}})
-    pipeline.issue_invoices(invoice_ids)  # one batch call failed: not yet an outage
+    issue.issue_invoices(invoice_ids, S())  # one batch call failed: not yet an outage
     with db.transaction() as session:
         status = session.scalar(select(GatewayStatus))
         assert not status.paused and status.failure_streak == 1
         for invoice in session.scalars(select(Invoice)):
             invoice.next_attempt_at = None
-    pipeline.issue_invoices(invoice_ids)  # a second failed call in a row, from another job
+    issue.issue_invoices(invoice_ids, S())  # a second failed call in a row, from another job
     with db.transaction() as session:
         assert session.scalar(select(GatewayStatus)).pause_code == "outage"
     sandbox.faults(reset=True)
-    pipeline.tick()  # probes the provider, resumes, queues the backlog
+    tasks.tick()  # probes the provider, resumes, queues the backlog
     with db.transaction() as session:
         status = session.scalar(select(GatewayStatus))
         assert not status.paused and status.failure_streak == 0
     with db.transaction() as session:
         for invoice in session.scalars(select(Invoice)):
             invoice.next_attempt_at = None
-    pipeline.issue_invoices(invoice_ids)
+    issue.issue_invoices(invoice_ids, S())
     assert {i.status for r in ids for i in _invoices(r)} == {"issued"}
 
 
 def test_worker_killed_mid_call_is_recovered_by_query(shop, sandbox, monkeypatch):
     request_id = _ingest()
-    pipeline.decide_requests([request_id], issue_now=False)
+    decide.decide_requests([request_id], S(), issue_now=False)
     [invoice] = _invoices(request_id)
-    with db.transaction() as session:  # the state a SIGKILL after the commit leaves behind
-        lifecycle.move_invoice(session, invoice.id, "issuing", expect="ready")
-    monkeypatch.setattr(pipeline.TIMING, "stuck_issuing", timedelta(seconds=0))
-    counts = pipeline.tick().counts
+    with unit_of_work() as work:  # the state a SIGKILL after the commit leaves behind
+        move_invoice(work, invoice.id, "issuing", expect="ready")
+    queues.configure(replace(S(), timing=replace(S().timing, stuck_issuing=timedelta(seconds=0))))
+    counts = tasks.tick()
     assert counts["stuck_recovered"] == 1
     assert _invoices(request_id)[0].status == "unknown"
-    pipeline.poll_invoices([invoice.id])  # the provider never got it → ready with the same serial
-    pipeline.issue_invoices([invoice.id])
+    poll.poll_invoices([invoice.id], S())  # the provider never got it → ready with the same serial
+    issue.issue_invoices([invoice.id], S())
     assert _invoices(request_id)[0].status == "issued"
     assert len(sandbox.invoices()) == 1
 
 
 def test_transition_from_wrong_state_changes_nothing(shop, sandbox):
     request_id = _ingest()
-    with db.transaction() as session, pytest.raises(InvalidTransition, match="cannot go to issued"):
-        lifecycle.move_request(session, request_id, "issued")
+    with unit_of_work() as work, pytest.raises(InvalidTransition, match="cannot go to issued"):
+        move_request(work, request_id, "issued")
     assert _request(request_id).status == "received"
     with db.transaction() as session:
         events = session.scalar(select(func.count()).select_from(InvoiceEvent)
@@ -449,7 +456,7 @@ def test_redis_down_at_commit_only_delays(shop, sandbox, settings, monkeypatch):
         row.created_at = utcnow() - timedelta(minutes=1)
     monkeypatch.undo()
     queues.configure(settings)
-    assert pipeline.tick().counts["outbox_dispatched"] >= 1
+    assert tasks.tick()["outbox_dispatched"] >= 1
     with db.transaction() as session:
         assert session.scalar(select(OutboxMessage.dispatched_at).where(OutboxMessage.func == "decide_requests"))
     assert queues.queue("decide").count >= 1
@@ -458,7 +465,7 @@ def test_redis_down_at_commit_only_delays(shop, sandbox, settings, monkeypatch):
 
 def test_the_decide_job_issues_what_it_composed(shop, sandbox):
     request_id = _ingest("N1")
-    outcome = pipeline.decide_requests([request_id])
+    outcome = decide.decide_requests([request_id], S())
     assert outcome.counts.get("issuing") == 1 and outcome.counts.get("issue_accepted") == 1
     assert _request(request_id).status == "issued"
     with db.transaction() as session:  # nothing left for a separate issue job
@@ -483,7 +490,7 @@ def test_a_published_rule_change_decides_the_next_order_without_restart(shop, sa
     from app.services.rule_versions import get_or_create_rule_set, publish, save_draft
 
     first = _ingest("R1")
-    pipeline.decide_requests([first], issue_now=False)
+    decide.decide_requests([first], S(), issue_now=False)
     assert _request(first).status == "issuing"
     document = load_ruleset_file(rules_dir() / "default.yaml")
     document["rules"].insert(0, {"id": "hold-everything", "priority": 1, "then": [
@@ -493,7 +500,7 @@ def test_a_published_rule_change_decides_the_next_order_without_restart(shop, sa
         draft = save_draft(session, rule_set, document, author="tax", comment="review week")
         publish(session, rule_set, draft.number, author="tax", comment="go")
     second = _ingest("R2")
-    pipeline.decide_requests([second], issue_now=False)
+    decide.decide_requests([second], S(), issue_now=False)
     request = _request(second)
     assert request.status == "held" and "reviewed" in request.status_reason
     assert request.rules_version.startswith("review-week@v") and "hold-everything" in request.rules_fired
@@ -501,12 +508,12 @@ def test_a_published_rule_change_decides_the_next_order_without_restart(shop, sa
 
 
 def test_deadline_alarms_are_raised_once_per_level(shop, sandbox):
-    from app.engine.deadlines import check_deadlines
+    from app.services.deadlines import check_deadlines
 
     request_id = _ingest("D1", status="paid", received_at=None, shipped_at=None,
                          invoice_request={"kind": "normal", "title_type": "personal", "title": "个人",
                                           "requested_at": utcnow().isoformat()})
-    pipeline.decide_requests([request_id], issue_now=False)
+    decide.decide_requests([request_id], S(), issue_now=False)
     request = _request(request_id)
     assert request.status == "waiting" and request.deadline_at is not None
     window = request.deadline_at - request.requested_at
@@ -517,7 +524,7 @@ def test_deadline_alarms_are_raised_once_per_level(shop, sandbox):
 
 
 def test_remaining_credit_is_recorded(shop, sandbox):
-    assert pipeline.refresh_credit()
+    assert issuing_control.refresh_credit(S())
     with db.transaction() as session:
         status = session.scalar(select(GatewayStatus))
         assert status.credit_remaining is not None and status.credit_checked_at is not None

@@ -1,4 +1,4 @@
-"""The tax-code catalogue and SKU/category mappings as stored in the database.
+"""The tax-code catalogue and SKU/category mappings as stored in the database (lookups with a short cache, and import).
 
 The engine works on in-memory ``Catalogue`` / ``TaxMappings``; this module fills them from
 the ``tax_code`` and ``sku_tax_mapping`` tables (with a short per-process cache so a

@@ -32,7 +32,7 @@ def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: 
                   now: datetime | None = None) -> dict[str, Any]:
     """The draft for ``order``; raises ``ValidationFailed`` on bad input (never another error)."""
     from app.engine.contract import parse_order
-    from app.engine.shop_context import compose_for, decide_for, find_shop
+    from app.services.context import compose_for, decide_for, find_shop
 
     if not isinstance(order, Mapping):
         raise ValidationFailed(Problem("order", "invalid", "an order must be a JSON object"))

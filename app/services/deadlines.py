@@ -14,10 +14,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import db, ledger
 from app.engine.clock import utcnow
 from app.engine.states import OPEN_REQUEST
 from app.models import InvoiceEvent, InvoiceRequest
+from app.services.unit_of_work import unit_of_work
 
 log = logging.getLogger(__name__)
 LEVELS = (("passed", 1.0), ("80%", 0.8), ("50%", 0.5))  # strongest first
@@ -43,16 +43,17 @@ def level_of(request: InvoiceRequest, now: datetime) -> str | None:
 def check_deadlines(now: datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
     raised: dict[str, int] = {}
-    with db.transaction() as session:
+    with unit_of_work() as work:
+        session = work.session
         requests = session.scalars(
-            select(InvoiceRequest).where(InvoiceRequest.status.in_(OPEN_REQUEST),
+            select(InvoiceRequest).where(InvoiceRequest.status.in_(sorted(OPEN_REQUEST)),
                                          InvoiceRequest.deadline_at.is_not(None))
         ).all()
         for request in requests:
             level = level_of(request, now)
             if level is None or _already(session, request.id, level):
                 continue
-            ledger.record(session, "deadline_alarm", order_pk=request.order_pk, request_id=request.id,
+            work.record("deadline_alarm", order_pk=request.order_pk, request_id=request.id,
                           data={"level": level, "deadline_at": request.deadline_at.isoformat(),
                                 "status": request.status})
             log.warning("invoicing deadline %s for request %s (%s, due %s)", level, request.id, request.status,
@@ -71,7 +72,7 @@ def open_alarms(session: Session, limit: int = 100) -> list[tuple[InvoiceRequest
     """Requests still open whose deadline raised an alarm (for the operations view)."""
     now = utcnow()
     rows = session.scalars(
-        select(InvoiceRequest).where(InvoiceRequest.status.in_(OPEN_REQUEST), InvoiceRequest.deadline_at.is_not(None))
+        select(InvoiceRequest).where(InvoiceRequest.status.in_(sorted(OPEN_REQUEST)), InvoiceRequest.deadline_at.is_not(None))
         .order_by(InvoiceRequest.deadline_at).limit(limit * 5)
     ).all()
     out = [(r, level) for r in rows if (level := level_of(r, now))]

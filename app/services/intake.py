@@ -1,4 +1,4 @@
-"""Order intake: the one service every source goes through (API, JSONL import, generator,
+"""Order intake: the one service every source goes through (API, JSONL import, demo feed,
 platform adapters). Validates each order against the contract, upserts it idempotently and
 queues it for a decision — bad orders are rejected one by one, the rest are accepted.
 
@@ -26,15 +26,15 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import ledger
 from app.engine.amounts import order_totals
 from app.engine.clock import parse_iso_datetime, utcnow
 from app.engine.contract import Order as ParsedOrder
 from app.engine.contract import parse_order
-from app.engine.states import DECIDABLE
+from app.engine.states import DECIDABLE, RequestStatus
 from app.errors import Problem, ValidationFailed
-from app.jobs import outbox
 from app.models import InvoiceRequest, Order, OrderLine, Refund, Shop
+from app.models.job import JobName
+from app.services.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def source_version(doc: dict[str, Any]) -> str:
     return f"{latest.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}|{rank:02d}|{len(doc.get('refunds') or []):04d}"
 
 
-def ingest(session: Session, docs: Iterable[Any], *, source: str = "api", actor: str = "system") -> IntakeResult:
+def ingest(work: UnitOfWork, docs: Iterable[Any], *, source: str = "api", actor: str = "system") -> IntakeResult:
     """Validate and upsert ``docs``; the caller commits.
 
     Every document is validated first (bad ones are rejected one by one); the valid ones are
@@ -85,6 +85,9 @@ def ingest(session: Session, docs: Iterable[Any], *, source: str = "api", actor:
     per order, so one bad row never takes the others down. A key twice in one batch behaves
     as if the documents had come one after the other.
     """
+    if work.batched:  # savepoints per order, and events written at once
+        raise ValueError("intake works in an unbatched unit of work")
+    session = work.session
     result = IntakeResult()
     shops: dict[tuple[str, str], Shop | None] = {}
     items: list[_Item] = []
@@ -100,14 +103,14 @@ def ingest(session: Session, docs: Iterable[Any], *, source: str = "api", actor:
         return result
     try:
         with session.begin_nested():
-            result.accepted = _upsert_batch(session, items, source=source, actor=actor)
+            result.accepted = _upsert_batch(work, items, source=source, actor=actor)
     except SQLAlchemyError as exc:
         log.warning("intake: a batch of %d orders failed at the database (%s: %s); storing them one by one",
                     len(items), exc.__class__.__name__, getattr(exc, "orig", None) or "")
         for item in items:
             try:
                 with session.begin_nested():
-                    result.accepted += _upsert_batch(session, [item], source=source, actor=actor)
+                    result.accepted += _upsert_batch(work, [item], source=source, actor=actor)
             except SQLAlchemyError as one:
                 result.rejected.append(_storage_error(item.index, item.key, one))
         result.rejected.sort(key=lambda r: r["index"])
@@ -246,8 +249,9 @@ def _load_children(session: Session, orders: list[Order]) -> None:
                 set_committed_value(order, "refunds", refunds[order.id])
 
 
-def _upsert_batch(session: Session, items: list[_Item], *, source: str, actor: str) -> list[dict[str, Any]]:
+def _upsert_batch(work: UnitOfWork, items: list[_Item], *, source: str, actor: str) -> list[dict[str, Any]]:
     """Upsert the validated ``items`` in document order; returns their accepted entries."""
+    session = work.session
     orders = _existing_orders(session, (item.natural_key for item in items))
     by_pk = _latest_requests(session, [o.id for o in orders.values()])
     requests: dict[tuple[str, str, str], InvoiceRequest | None] = {k: by_pk.get(o.id) for k, o in orders.items()}
@@ -260,12 +264,12 @@ def _upsert_batch(session: Session, items: list[_Item], *, source: str, actor: s
             natural_key = item.natural_key
             order = orders.get(natural_key)
             if order is None:
-                order, request = _create(session, item, after, source=source, actor=actor)
+                order, request = _create(work, item, after, source=source, actor=actor)
                 orders[natural_key], requests[natural_key] = order, request
                 done.append((item, "created", order, request))
             else:
                 request = requests.get(natural_key)
-                done.append((item, _update(session, item, order, request, after, source=source, actor=actor),
+                done.append((item, _update(work, item, order, request, after, source=source, actor=actor),
                              order, request))
     session.flush()
     for step in after:
@@ -276,43 +280,43 @@ def _upsert_batch(session: Session, items: list[_Item], *, source: str, actor: s
             for item, outcome, order, request in done]
 
 
-def _event(session: Session, kind: str, order: Order, request: InvoiceRequest | None, *, actor: str,
+def _event(work: UnitOfWork, kind: str, order: Order, request: InvoiceRequest | None, *, actor: str,
            data: dict[str, Any], to_state: str | None = None) -> None:
-    ledger.record(session, kind, order_pk=order.id, request_id=request.id if request is not None else None,
+    work.record(kind, order_pk=order.id, request_id=request.id if request is not None else None,
                   actor=actor, to_state=to_state, data=data)
 
 
-def _decide(session: Session, request: InvoiceRequest) -> None:
-    outbox.add(session, "decide", "decide_requests", request.id)
+def _decide(work: UnitOfWork, request: InvoiceRequest) -> None:
+    work.queue_job(JobName.DECIDE_REQUESTS, request.id)
 
 
-def _create(session: Session, item: _Item, after: list[Callable[[], Any]], *, source: str,
+def _create(work: UnitOfWork, item: _Item, after: list[Callable[[], Any]], *, source: str,
             actor: str) -> tuple[Order, InvoiceRequest]:
     doc = item.doc
     order = Order(platform=doc["platform"], shop_code=doc["shop_id"], order_no=doc["order_id"])
     _fill_order(order, item, item.version)
-    request = InvoiceRequest(order=order, status="received", queued_at=utcnow())  # order_pk set at flush
+    request = InvoiceRequest(order=order, status=RequestStatus.RECEIVED, queued_at=utcnow())  # order_pk set at flush
     _fill_request(request, doc)
-    session.add(order)
-    session.add(request)
-    after.append(partial(_event, session, "order_received", order, request, actor=actor, to_state="received",
+    work.session.add(order)
+    work.session.add(request)
+    after.append(partial(_event, work, "order_received", order, request, actor=actor, to_state=RequestStatus.RECEIVED,
                          data={"version": item.version, "source": source, "status": doc["status"]}))
-    after.append(partial(_decide, session, request))
+    after.append(partial(_decide, work, request))
     return order, request
 
 
-def _update(session: Session, item: _Item, order: Order, request: InvoiceRequest | None,
+def _update(work: UnitOfWork, item: _Item, order: Order, request: InvoiceRequest | None,
             after: list[Callable[[], Any]], *, source: str, actor: str) -> str:
     doc, version = item.doc, item.version
     if order.document_hash == item.digest:
         return "unchanged"
     if order.source_version and version < order.source_version:
-        after.append(partial(_event, session, "order_stale_ignored", order, None, actor=actor,
+        after.append(partial(_event, work, "order_stale_ignored", order, None, actor=actor,
                              data={"incoming_version": version, "stored_version": order.source_version,
                                    "source": source}))
         return "stale"
     _fill_order(order, item, version)
-    after.append(partial(_event, session, "order_updated", order, None, actor=actor,
+    after.append(partial(_event, work, "order_updated", order, None, actor=actor,
                          data={"version": version, "status": doc["status"], "source": source}))
     if request is not None and request.status in DECIDABLE:
         _fill_request(request, doc)
@@ -320,9 +324,9 @@ def _update(session: Session, item: _Item, order: Order, request: InvoiceRequest
         # (status and state_version) and is redone from this one.
         request.state_version = (request.state_version or 0) + 1
         request.queued_at = utcnow()
-        after.append(partial(_decide, session, request))
+        after.append(partial(_decide, work, request))
     elif request is not None:
-        after.append(partial(_event, session, "order_changed_after_issue", order, request, actor=actor,
+        after.append(partial(_event, work, "order_changed_after_issue", order, request, actor=actor,
                              data={"request_status": request.status}))
     return "updated"
 

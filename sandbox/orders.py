@@ -1,4 +1,5 @@
-"""Realistic random orders for the demo and the benchmarks (contract documents)."""
+"""Realistic random orders for the demo and the benchmarks (contract documents), and the demo
+feed that sends them through intake (``kaipiao orders generate``)."""
 
 from __future__ import annotations
 
@@ -82,8 +83,9 @@ def run_generator(*, rate: float, count: int, shops: list[str], seed: int | None
     from sqlalchemy import select
 
     from app import db
-    from app.engine.intake import ingest
     from app.models import Shop
+    from app.services.intake import ingest
+    from app.services.unit_of_work import unit_of_work
 
     rng = random.Random(seed)
     with db.transaction() as session:
@@ -105,8 +107,8 @@ def run_generator(*, rate: float, count: int, shops: list[str], seed: int | None
             platform, shop_code = rng.choice(targets)
             sent += 1
             docs.append(random_order(rng, platform, shop_code, f"G{prefix}{sent:07d}"))
-        with db.transaction() as session:
-            result = ingest(session, docs, source="generator")
+        with unit_of_work() as work:
+            result = ingest(work, docs, source="generator")
         for item in result.rejected:
             echo(f"rejected {item['key']}: {item['errors']}")
     return sent

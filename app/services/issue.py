@@ -1,0 +1,184 @@
+"""Issue invoices at the tax provider, exactly once.
+
+ready → issuing (committed) → call → pending | issued | unknown | ready (back-off) | failed;
+retry_ready (重试) → issuing (committed) → ``gateway.retry`` → pending | unknown | retry_ready |
+failed. Every serial (our idempotency key with the provider) is committed as ``issuing``
+before any call leaves this process; the answers are then recorded together
+(app.services.answers). A crash before that leaves ``issuing``, which the tick turns into a
+query by serial, never a resend. The decide job sends what it composed the same way
+(``send``), right after its commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app.engine.clock import utcnow
+from app.engine.states import SENDABLE
+from app.engine.states import InvoiceStatus as I
+from app.engine.words import amount_in_words
+from app.errors import InvalidTransition
+from app.integrations.tax.base import AuthExpired, IssueRequest
+from app.models import Invoice, SellerEntity
+from app.services import issuing_control
+from app.services.answers import Recorder, classify_issue, classify_retry, recorded
+from app.services.context import gateway_for
+from app.services.issuing_control import pause, pause_status, record_streak
+from app.services.outcome import Outcome
+from app.services.transitions import move_invoice
+from app.services.unit_of_work import UnitOfWork, unit_of_work
+from app.settings import Settings
+
+
+@dataclass
+class Claim:
+    """An invoice committed as ``issuing`` (its serial stored), ready to be sent."""
+
+    invoice_id: int
+    request: IssueRequest
+    seller: SellerEntity | None
+    retry: bool = False  # claimed from retry_ready: ask the provider to retry the serial
+
+
+def invoice_document(invoice: Invoice) -> dict[str, Any]:
+    """The stored invoice as a draft invoice (the exact data that is sent to the provider)."""
+    lines = []
+    for line in invoice.lines:
+        doc: dict[str, Any] = {"seq": line.seq, "kind": line.kind, "name": line.name, "tax_code": line.tax_code,
+                               "amount": str(line.amount), "tax_rate": str(line.tax_rate), "tax": str(line.tax),
+                               "gross": str(line.gross)}
+        for key in ("source_line_id", "display_name", "short_name", "spec", "unit", "tax_treatment"):
+            if getattr(line, key):
+                doc[key] = getattr(line, key)
+        if line.quantity is not None:
+            doc["quantity"] = format(line.quantity.normalize(), "f")
+        if line.unit_price is not None:
+            doc["unit_price"] = format(line.unit_price, "f")
+        lines.append(doc)
+    return {"kind": invoice.kind, "color": invoice.color, "buyer": invoice.buyer, "seller": invoice.seller,
+            "remark": invoice.remark or "", "lines": lines, "total_amount": str(invoice.total_amount),
+            "total_tax": str(invoice.total_tax), "total": str(invoice.total),
+            "total_in_words": amount_in_words(invoice.total)}
+
+
+def issue_invoices(invoice_ids: Iterable[int], settings: Settings, now: datetime | None = None) -> Outcome:
+    """Claim the sendable invoices among ``invoice_ids`` (one transaction) and send them."""
+    ids = [int(i) for i in invoice_ids]
+    now = now or utcnow()
+    try:
+        outcome, claims = _claim(ids, now, batched=True)
+    except InvalidTransition:  # another worker claimed one of them first: item by item
+        outcome, claims = _claim(ids, now, batched=False)
+    if claims:
+        outcome.add(send(claims, settings))
+    return outcome
+
+
+def _claim(ids: list[int], now: datetime, *, batched: bool) -> tuple[Outcome, list[Claim]]:
+    outcome = Outcome()
+    claims: list[Claim] = []
+    with unit_of_work(batched=batched) as work, work.session.no_autoflush:
+        session = work.session
+        if pause_status(session):
+            outcome.bump("paused")
+            return outcome, claims
+        invoices = session.scalars(select(Invoice).where(Invoice.id.in_(ids))
+                                   .options(selectinload(Invoice.lines)).order_by(Invoice.id)).all()
+        sellers: dict[int | None, SellerEntity | None] = {}
+        for invoice in invoices:
+            if invoice.status not in SENDABLE or (invoice.next_attempt_at and invoice.next_attempt_at > now):
+                outcome.bump("skipped")
+                continue
+            retry = invoice.status == I.RETRY_READY
+            request = IssueRequest.from_draft_invoice(invoice.serial_no, invoice_document(invoice))
+            seller_id = invoice.seller_entity_id
+            if seller_id not in sellers:
+                sellers[seller_id] = session.get(SellerEntity, seller_id) if seller_id else None
+            try:
+                move_invoice(work, invoice, I.ISSUING, expect=invoice.status,
+                             data={"serial_no": invoice.serial_no, "attempt": invoice.attempts + 1,
+                                   **({"retry": True} if retry else {})})
+            except InvalidTransition:
+                if batched:
+                    raise
+                outcome.bump("raced")
+                continue
+            claims.append(Claim(invoice.id, request, sellers[seller_id], retry))
+    return outcome, claims
+
+
+def send(claims: list[Claim], settings: Settings) -> Outcome:
+    """Send claimed invoices (batch calls where the provider has them), ask at once for the
+    results of the accepted ones, and record every answer in one transaction. A pause (login
+    expired, credit, an outage) stops the sending: what is left goes back unsent."""
+    answers: dict[int, tuple[str, Any]] = {}  # invoice id → (kind, Accepted / exception)
+    stop: tuple[str, str] | None = None  # (pause code, reason)
+    # Failed calls in a row: ``leading`` before this job's first success extend the streak
+    # recorded by earlier jobs (gateway_status.failure_streak); ``streak`` is the current run.
+    streak, leading, succeeded, last_error = 0, 0, False, None
+    by_seller: dict[int | None, list[Claim]] = {}
+    for claim in claims:
+        by_seller.setdefault(claim.seller.id if claim.seller else None, []).append(claim)
+    for group in by_seller.values():
+        gateway = gateway_for(group[0].seller, settings)
+        for retry in (False, True):
+            members = [c for c in group if c.retry is retry]
+            # At most ten calls before a pause is heeded (a retry is one call per invoice).
+            step = 10 if retry else max(gateway.batch_size, 1) * 10
+            for start in range(0, len(members), step):
+                chunk = members[start:start + step]
+                if stop is not None:
+                    answers.update((c.invoice_id, ("unsent", None)) for c in chunk)
+                    continue
+                sent = (gateway.retry_many([c.request.serial_no for c in chunk]) if retry
+                        else gateway.issue_many([c.request for c in chunk]))
+                for claim, answer in zip(chunk, sent, strict=True):
+                    kind = classify_retry(answer) if retry else classify_issue(answer)
+                    if kind == "unsent" and stop is None:
+                        stop = ("auth_expired" if isinstance(answer, AuthExpired) else "paused", str(answer))
+                    elif kind == "credit" and stop is None:
+                        stop = ("credit", f"monthly credit (授信额度) exhausted: {answer}")
+                    elif kind == "transient":
+                        # One failed call answers for every item it carried: count calls, not items.
+                        call_error = getattr(answer, "call_error", answer)
+                        if call_error is not last_error:
+                            streak += 1
+                            leading += 0 if succeeded else 1
+                        last_error = call_error
+                        if streak >= issuing_control.OUTAGE_THRESHOLD and stop is None:
+                            stop = ("outage", f"{streak} consecutive transient failures: {answer}")
+                    elif kind == "accepted":
+                        streak, last_error, succeeded = 0, None, True
+                    answers[claim.invoice_id] = (kind, answer)
+    # Ask right away for what was accepted: a fast provider has settled it already. And for a
+    # retry the provider cannot do: the answer decides between the same serial and a new one.
+    results: dict[int, Any] = {}
+    for group in by_seller.values():
+        ask = [c for c in group if answers[c.invoice_id][0] in ("accepted", "unsupported")]
+        if ask:
+            gateway = gateway_for(group[0].seller, settings)
+            results.update(zip([c.invoice_id for c in ask],
+                               gateway.query_many([c.request.serial_no for c in ask]), strict=True))
+    retried = {c.invoice_id for c in claims if c.retry}
+
+    def prepare(work: UnitOfWork) -> None:
+        outage = record_streak(work, streak if succeeded else None, leading)
+        reason = stop or (("outage", outage) if outage else None)
+        if reason is not None:
+            pause(work, *reason)
+
+    def record_one(recorder: Recorder, invoice_id: int) -> str:
+        kind, value = answers[invoice_id]
+        return recorder.issue_answer(invoice_id, kind, value, results.get(invoice_id), retry=invoice_id in retried)
+
+    outcome = recorded(list(answers), record_one, settings.timing, prepare)
+    accepted = sum(kind == "accepted" for kind, _ in answers.values())
+    if accepted:
+        outcome.bump("accepted", accepted)
+    return outcome
