@@ -119,7 +119,7 @@ def _redacted(url: str) -> str:
 @with_appcontext
 def run(host: str, port: int, workers: int, no_demo: bool, demo_orders: int, demo_rate: float) -> None:
     """Run Kaipiao: migrate, (demo data), web app + workers + scheduler (+ sandbox tax service)."""
-    from app import demo
+    from app.cli import demo
 
     demo.run(current_app._get_current_object(), host=host, port=port, workers=workers, demo=not no_demo,
              demo_orders=demo_orders, demo_rate=demo_rate)

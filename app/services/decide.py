@@ -37,7 +37,7 @@ from app.services.issuing_control import pause_status
 from app.services.outcome import Outcome
 from app.services.queueing import queue_issue
 from app.services.serials import last_generation, serial_for
-from app.services.transitions import move_request
+from app.services.transitions import move_invoice, move_request
 from app.services.unit_of_work import UnitOfWork, unit_of_work
 from app.settings import Settings
 
@@ -176,7 +176,24 @@ def _compose(batch: _Batch, request: InvoiceRequest, order: Order, parsed: Parse
                      **{**stamp, "decision": draft["decision"]})
         return verdict
     # A first decision has no earlier invoices; a re-decision (after a hold, a failure) goes past them.
-    generation = 0 if request.rules_version is None else last_generation(session, request.id)
+    generation = 0
+    if request.rules_version is not None:
+        earlier = session.scalars(select(Invoice).where(Invoice.request_id == request.id,
+                                                        Invoice.color == "blue")).all()
+        live = [i for i in earlier if i.status not in (I.FAILED, I.CANCELLED)]
+        if live:
+            # Composing the order again would issue those parts a second time: the failed
+            # part is retried (重试), or what was issued is reversed first (after-sales).
+            move_request(work, request, R.HELD, expect=R.DECIDING, order_pk=order.id, reason=(
+                "invoices of this request are already "
+                + ", ".join(sorted({str(i.status) for i in live}))
+                + ": retry the failed part instead of deciding again")[:500], **stamp)
+            return R.HELD
+        for old in earlier:
+            if old.status == I.FAILED:  # replaced by this decision's invoices: never retried later
+                move_invoice(work, old, I.CANCELLED, expect=I.FAILED,
+                             reason="replaced by the invoices of a new decision")
+        generation = last_generation(session, request.id)
     count = len(draft["invoices"])
     claiming = batch.claims is not None
     for index, part in enumerate(draft["invoices"], start=1):

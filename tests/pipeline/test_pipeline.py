@@ -13,11 +13,11 @@ from sqlalchemy import func, select, update
 
 from app import db
 from app.engine.clock import utcnow
-from app.errors import InvalidTransition
+from app.errors import InvalidTransition, Refused
 from app.integrations.tax.base import TaxGateway
 from app.integrations.tax.sandbox import SandboxGateway
 from app.jobs import outbox, queues, tasks
-from app.models import GatewayStatus, Invoice, InvoiceEvent, InvoiceRequest, OutboxMessage
+from app.models import GatewayStatus, Invoice, InvoiceEvent, InvoiceRequest, OutboxMessage, Shop
 from app.services import decide, issue, issuing_control, operator_actions, poll
 from app.services.intake import ingest
 from app.services.serials import last_generation, serial_for
@@ -218,6 +218,49 @@ def test_retry_of_a_failed_invoice_issues_it_once(shop, sandbox, client, login):
     states = [state for state, _ in story if state]
     assert states[-5:] == ["failed", "retry_ready", "issuing", "pending", "issued"]
     assert [data.get("retry") for state, data in story if state == "issuing"] == [None, True]
+
+
+def test_a_new_decision_replaces_failed_invoices_which_are_never_retried(shop, sandbox):
+    """Deciding a failed request again composes it anew: its failed invoice is cancelled in
+    the same transaction, so a later 重试 of it cannot issue the order a second time."""
+    request_id = _ingest()
+    sandbox.faults(calls={"issue": {"mode": "fail_later", "count": 1}}, issue_delay_ms=200)
+    [failed] = _decide_and_issue(request_id)
+    time.sleep(0.3)
+    poll.poll_invoices([failed.id], S())
+    assert _invoices(request_id)[0].status == "failed"
+    with unit_of_work() as work:
+        operator_actions.redecide(work, request_id, actor="ops")
+    decide.decide_requests([request_id], S())
+    old, new = _invoices(request_id)
+    assert old.id == failed.id and old.status == "cancelled" and new.serial_no != old.serial_no
+    time.sleep(0.3)
+    poll.poll_invoices([new.id], S())
+    assert _invoices(request_id)[1].status == "issued" and _request(request_id).status == "issued"
+    with pytest.raises(Refused, match="only failed invoices are retried"), unit_of_work() as work:
+        operator_actions.retry_failed(work, old.id, actor="ops")
+    assert [row[1] for row in sandbox.invoices()] == ["failed", "issued"]
+
+
+def test_a_request_with_an_issued_part_is_not_composed_again(shop, sandbox):
+    """Two parts, one issued and one failed: deciding again would issue the first part twice,
+    so the request is held and the failed part is for 重试."""
+    with unit_of_work() as work:
+        work.session.get(Shop, shop.id).options = {"max_amount": "200.00"}
+    request_id = _ingest()
+    decide.decide_requests([request_id], S(), issue_now=False)
+    first, second = _invoices(request_id)
+    with unit_of_work() as work:  # the state an issued part and a failed part leave behind
+        move_invoice(work, first.id, "issuing", expect="ready")
+        move_invoice(work, first.id, "issued", expect="issuing", number="26000000000000000001")
+        move_invoice(work, second.id, "issuing", expect="ready")
+        move_invoice(work, second.id, "failed", expect="issuing")
+        move_request(work, request_id, "failed", expect="issuing")
+    with unit_of_work() as work:
+        operator_actions.redecide(work, request_id, actor="ops")
+    assert decide.decide_requests([request_id], S()).counts == {"held": 1}
+    assert [i.status for i in _invoices(request_id)] == ["issued", "failed"]
+    assert "retry the failed part" in _request(request_id).status_reason
 
 
 def test_a_lost_retry_answer_is_queried_never_retried_blind(shop, sandbox):
