@@ -10,8 +10,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, Table, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
@@ -107,7 +108,12 @@ def _begin_immediate(execute: Callable[[str], object]) -> None:
         execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+def table_of(model: Any) -> Table:
+    """A mapped class's Core table, for bulk statements (executemany) that skip the ORM."""
+    return cast(Table, model.__table__)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
         eng = create_engine(url, **kwargs)

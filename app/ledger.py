@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
+from app.db import table_of
 from app.engine.clock import utcnow
 from app.models.event_log import InvoiceEvent
 
@@ -50,7 +51,7 @@ def record(session: Session, kind: str, **fields: Any) -> InvoiceEvent:
 
 def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert events made by ``event_row`` in one statement, in order (ids keep each story's order)."""
-    session.connection().execute(InvoiceEvent.__table__.insert(), rows)
+    session.connection().execute(table_of(InvoiceEvent).insert(), rows)
 
 
 def _canonical(event: Any, chain_seq: int | None = None) -> bytes:
@@ -93,10 +94,12 @@ def seal(session: Session, limit: int = 5000) -> int:
         .order_by(InvoiceEvent.chain_seq.desc())
         .limit(1)
     ).first()
-    seq, prev = (head[0], head[1]) if head else (0, GENESIS)
+    seq, prev = 0, GENESIS
+    if head is not None and head[0] is not None and head[1] is not None:  # sealed rows carry both
+        seq, prev = head[0], head[1]
     # Plain rows and one executemany UPDATE: sealing keeps pace with ~10 events per invoice
     # at full load (ORM objects cost several times more per event).
-    table = InvoiceEvent.__table__
+    table = table_of(InvoiceEvent)
     columns = [table.c[name] for name in ("id", "occurred_at", "order_pk", "request_id", "invoice_id", "kind",
                                           "from_state", "to_state", "actor", "data")]
     session.flush()

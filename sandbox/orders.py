@@ -49,7 +49,7 @@ def random_order(rng: random.Random, platform: str, shop_code: str, order_id: st
         doc["received_at"] = received.isoformat(timespec="seconds")
     lines = []
     for index, (sku, name, unit, price, code, rate) in enumerate(rng.sample(PRODUCTS, rng.randint(1, max_lines)), 1):
-        line = {"line_id": str(index), "sku": sku, "name": name, "unit": unit,
+        line: dict[str, Any] = {"line_id": str(index), "sku": sku, "name": name, "unit": unit,
                 "quantity": str(rng.choice((1, 1, 1, 2, 3))), "unit_price": price, "tax_code": code, "tax_rate": rate}
         if rng.random() < 0.2:
             line["discount"] = str((Decimal(price) * Decimal("0.1")).quantize(Decimal("0.01")))

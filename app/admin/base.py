@@ -132,15 +132,15 @@ class SecureModelView(SecureMixin, ModelView):
         return user_may(current_user, self.edit_roles)
 
     @property
-    def can_create(self) -> bool:  # type: ignore[override]
+    def can_create(self) -> bool:
         return self._may_edit() and self.__class__.__dict__.get("allow_create", True)
 
     @property
-    def can_edit(self) -> bool:  # type: ignore[override]
+    def can_edit(self) -> bool:
         return self._may_edit() and self.__class__.__dict__.get("allow_edit", True)
 
     @property
-    def can_delete(self) -> bool:  # type: ignore[override]
+    def can_delete(self) -> bool:
         return self._may_edit() and self.__class__.__dict__.get("allow_delete", False)
 
     def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:

@@ -210,8 +210,8 @@ class RulesView(SecureView):
             source = versions[0] if versions else None
             base_number = base
         else:
-            source = (self._version(rule_set, request.args.get("from", type=int))
-                      if request.args.get("from") else (versions[0] if versions else None))
+            number = request.args.get("from", type=int)
+            source = self._version(rule_set, number) if number is not None else (versions[0] if versions else None)
             doc = source.document if source else shipped_default_document(db.session())
             fmt = "json" if request.args.get("format") == "json" else "yaml"
             text = as_json(doc) if fmt == "json" else as_yaml(doc)

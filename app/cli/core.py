@@ -98,7 +98,7 @@ def seed() -> None:
     """Load the demo merchant, shops and one login per role (idempotent)."""
     from app.seed import seed_demo
 
-    seed_demo(db.session)
+    seed_demo(db.session())
     db.session.commit()
     click.echo("demo data loaded")
 
@@ -121,7 +121,8 @@ def run(host: str, port: int, workers: int, no_demo: bool, demo_orders: int, dem
     """Run Kaipiao: migrate, (demo data), web app + workers + scheduler (+ sandbox tax service)."""
     from app.cli import demo
 
-    demo.run(current_app._get_current_object(), host=host, port=port, workers=workers, demo=not no_demo,
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the real app, not the proxy
+    demo.run(app, host=host, port=port, workers=workers, demo=not no_demo,
              demo_orders=demo_orders, demo_rate=demo_rate)
 
 

@@ -48,12 +48,12 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orde
         from app.services.rule_versions import load_shipped_defaults
         from app.services.tax_catalogue import seed_catalogue
 
-        seed_catalogue(db.session)  # first start: the shipped 税收分类编码 seed
-        load_shipped_defaults(db.session)  # first start: the shipped rule sets
+        seed_catalogue(db.session())  # first start: the shipped 税收分类编码 seed
+        load_shipped_defaults(db.session())  # first start: the shipped rule sets
         if demo:
             from app.seed import seed_demo
 
-            seed_demo(db.session, tax_gateway_url=settings.tax_gateway_url)
+            seed_demo(db.session(), tax_gateway_url=settings.tax_gateway_url)
         db.session.commit()
     if demo:
         click.echo("• demo merchant, seller entities, 5 shops and one login per role loaded")

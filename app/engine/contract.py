@@ -40,7 +40,6 @@ _DATE_TIME_RE = re.compile(
 _FORMATS = FormatChecker(formats=())
 
 
-@_FORMATS.checks("date-time", raises=ValueError)
 def _is_date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True  # type errors are reported by "type"
@@ -48,6 +47,9 @@ def _is_date_time(value: object) -> bool:
         return False
     parse_iso_datetime(value)  # raises on 2026-02-30 and the like
     return True
+
+
+_FORMATS.checks("date-time", raises=ValueError)(_is_date_time)
 
 
 def _date_time_ok(value: object) -> bool:
@@ -69,7 +71,8 @@ _PATTERN_MESSAGES = {
 
 @functools.cache
 def _schema(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return schema
 
 
 @functools.cache
@@ -183,7 +186,8 @@ def _problems_from_error(error: SchemaError, patterns: dict[str, str]) -> list[P
             ]
         names = {"string": "a string", "object": "an object", "array": "a list", "boolean": "true or false",
                  "integer": "an integer", "null": "null", "number": "a number"}
-        wanted = " or ".join(names.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
+        wanted = " or ".join(names.get(str(t), str(t))
+                             for t in (expected if isinstance(expected, list) else [expected]))
         return [Problem(path, "invalid", f"must be {wanted}")]
     if validator == "enum":
         options = ", ".join(str(v) for v in error.validator_value)

@@ -156,8 +156,8 @@ def allocate(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
     # quantities without looking at each exponent; finer weights take the general path)
     ints = [int(w.scaleb(PRICE_PLACES)) for w in weights]
     if any(i != w.scaleb(PRICE_PLACES) for i, w in zip(ints, weights, strict=True)):
-        exponent = min(w.as_tuple().exponent for w in weights)  # type: ignore[type-var]
-        ints = [int(w.scaleb(-exponent)) for w in weights]  # type: ignore[operator]
+        exponent = min(int(w.as_tuple().exponent) for w in weights)  # finite: checked by the caller
+        ints = [int(w.scaleb(-exponent)) for w in weights]
     weight_sum = sum(ints)
     if weight_sum == 0:
         if total_fen:

@@ -102,8 +102,9 @@ def sources_of(table: Mapping[S, frozenset[S]], target: S) -> frozenset[S]:
     return frozenset(state for state, targets in table.items() if target in targets)
 
 
-def may_move(table: Mapping[S, frozenset[S]], current: S | str, target: S) -> bool:
-    return target in table.get(current, frozenset())  # type: ignore[call-overload]  # StrEnum keys hash as str
+def may_move(table: Mapping[S, frozenset[S]], current: str, target: S) -> bool:
+    """``current`` as stored (a plain string): StrEnum members hash and compare as their value."""
+    return any(state == current and target in targets for state, targets in table.items())
 
 
 # Requests a decision may be taken on (again): an order update sends these back to the rules.

@@ -57,7 +57,7 @@ class Catalogue:
         self._codes: dict[str, TaxCode] = {}
         # (code, rate, treatment, invoice_name, source) → ResolvedTax: the same few pairs recur
         # on every order, and checking them is the costly part of resolution
-        self.resolved_cache: dict[tuple, ResolvedTax] = {}
+        self.resolved_cache: dict[tuple[Any, ...], ResolvedTax] = {}
         for code in codes:
             self.add(code)
 
@@ -279,7 +279,7 @@ class TaxResolver:
         self.catalogue = catalogue
         self.mappings = mappings
         self.tax_code_map = tax_code_map
-        self._cache: dict[tuple, ResolvedTax | Unresolved] = {}
+        self._cache: dict[tuple[Any, ...], ResolvedTax | Unresolved] = {}
 
     def _mapping_for(self, line: OrderLine) -> tuple[TaxMapping, str] | None:
         for entry in self.tax_code_map:

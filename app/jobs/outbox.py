@@ -88,4 +88,5 @@ def _chunks(items: list, size: int) -> Iterable[list]:
 def undispatched_count(session: Session) -> int:
     from sqlalchemy import func
 
-    return session.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.dispatched_at.is_(None)))
+    return session.scalar(select(func.count()).select_from(OutboxMessage)
+                          .where(OutboxMessage.dispatched_at.is_(None))) or 0

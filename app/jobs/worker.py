@@ -9,6 +9,7 @@ import traceback
 from typing import Any
 
 from rq import Queue, Worker
+from rq.worker import BaseWorker
 from sqlalchemy.orm import configure_mappers
 
 from app import db
@@ -68,7 +69,7 @@ def warm_up() -> None:
 
 
 def build_worker(settings: Settings, queue_names: list[str] | None = None, name: str | None = None,
-                 maintenance_interval: int = 60, fork: bool = False) -> Worker:
+                 maintenance_interval: int = 60, fork: bool = False) -> BaseWorker:
     """``fork=False`` (default): RQ's SimpleWorker runs jobs in the worker process, which keeps
     the DB pool, the compiled rule sets, the caches and the providers' keep-alive connections
     warm across jobs (a forked horse starts cold: ~120 ms a job measured here, which dominated
@@ -79,7 +80,7 @@ def build_worker(settings: Settings, queue_names: list[str] | None = None, name:
     names = queue_names or list(queues.QUEUE_NAMES)
     conn = queues.connection()
     qs = [Queue(n, connection=conn, default_timeout=queues.SPECS[n].timeout) for n in names]
-    cls = Worker if fork else SimpleWorker
+    cls: type[BaseWorker] = Worker if fork else SimpleWorker
     # A kill -9'd worker's job is noticed by another worker's maintenance pass;
     # 60 s instead of RQ's 600 s default keeps abandoned jobs short-lived.
     return cls(qs, connection=conn, name=name, exception_handlers=[mirror_failure],

@@ -53,7 +53,7 @@ def _enum(*values: str) -> Check:
     def check(v: Any) -> str:
         if v not in values:
             raise ValueError(f"must be one of {', '.join(values)}; got {v!r}")
-        return v
+        return str(v)
 
     return check
 
@@ -104,7 +104,7 @@ def _template(v: Any) -> str:
                 f"unknown placeholder {{{name}}}; known: "
                 + ", ".join(f"{{{p}}}" for p in REMARK_PLACEHOLDERS)
             )
-    return text
+    return str(text)
 
 
 def _match(v: Any) -> dict[str, str]:

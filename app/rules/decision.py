@@ -123,9 +123,9 @@ def build_decision(
                 raise AssertionError(f"unhandled action {name}")
 
     issue_after = _resolve_waits(waits, verdicts, times, deadline, now) if waits else None
-    action = next((v for v in VERDICTS if verdicts[v]), None)
-    if action is None:
-        action = default.name
+    verdict = next((v for v in VERDICTS if verdicts[v]), None)
+    if verdict is None:
+        verdict = default.name
         reasons = [
             _reason(
                 default.params.get("code", "no_rule"),
@@ -134,13 +134,13 @@ def build_decision(
             )
         ]
     else:
-        reasons = verdicts[action]
+        reasons = verdicts[verdict]
     return Decision(
-        action=action,
+        action=verdict,
         reasons=reasons,
         rules_fired=[r.id for r in ordered],
         rules_version=rules_version,
-        issue_after=issue_after if action == "wait" else None,
+        issue_after=issue_after if verdict == "wait" else None,
         options=options,
         seller_code=seller_code,
         required=required,

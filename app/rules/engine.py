@@ -56,7 +56,7 @@ def guarded(condition: Condition) -> Condition:
     return {kind: [{"m": {"$and": [GUARD, term["m"]]}} for term in terms]}
 
 
-class _QuietHost(Host):
+class _QuietHost(Host):  # type: ignore[misc]  # durable-rules has no type information
     def _run(self) -> None:
         # Host() starts two self-rescheduling threads (action dispatch and timers) that call the
         # C engine without our lock. Every action here completes inside assert_fact and no timer
@@ -64,7 +64,7 @@ class _QuietHost(Host):
         pass
 
 
-class _RecordingRuleset(Ruleset):
+class _RecordingRuleset(Ruleset):  # type: ignore[misc]
     """A durable-rules Ruleset whose actions only record which rule matched.
 
     Profiling showed ~70 % of an evaluation in durable's per-action Python machinery (a Closure,
@@ -127,7 +127,8 @@ class DurableEvaluator:
     def matched(self, name: str, sid: str, fact: dict[str, Any]) -> list[int]:
         fact = {**fact, "sid": sid}
         with self._lock:
-            self._sink = sink = []
+            sink: list[int] = []
+            self._sink = sink
             try:
                 self._host.assert_fact(name, fact)
             except MessageObservedException:

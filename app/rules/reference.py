@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.rules.actions import ACTIONS, REMARK_PLACEHOLDERS, TAX_RATES
-from app.rules.facts import FACT_FIELDS, LINE_FIELDS
+from app.rules.facts import FACT_FIELDS, LINE_FIELDS, FieldSpec
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def describe_check(check: Callable[[Any], Any]) -> str | None:
 def field_reference() -> tuple[list[FieldRef], list[FieldRef]]:
     """The order fact's fields and the line fields, from app.rules.facts."""
 
-    def refs(specs: dict) -> list[FieldRef]:
+    def refs(specs: dict[str, FieldSpec]) -> list[FieldRef]:
         return [FieldRef(name, spec.type, tuple(spec.values), spec.doc) for name, spec in specs.items()]
 
     return refs(FACT_FIELDS), refs(LINE_FIELDS)
@@ -78,7 +78,7 @@ def action_reference() -> list[ActionRef]:
     out = []
     for name, spec in ACTIONS.items():
         params = tuple(
-            ParamRef(param, required, describe_check(check) or getattr(check, "__name__", "?"))
+            ParamRef(param, required, describe_check(check) or str(getattr(check, "__name__", "?")))
             for param, (required, check) in spec.items()
         )
         out.append(ActionRef(name, params))

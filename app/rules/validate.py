@@ -37,6 +37,9 @@ PATTERN_HELP = (
 ALWAYS: Condition = {"all": [{"m": dict(GUARD)}]}  # `when` omitted: every order
 
 
+Patterns = list[tuple[str, str, str, str]]  # (path, operator, field, pattern) of a rule's $mt / $imt
+
+
 @dataclass(frozen=True)
 class ParsedRule:
     id: str
@@ -93,7 +96,7 @@ def parse_ruleset(doc: Any, evaluator: Evaluator | None = None) -> tuple[ParsedR
         problems.append(Problem("rules", "no_rules", "rules must be a non-empty list"))
         raw_rules = []
     seen: dict[str, int] = {}
-    patterns: dict[int, list[tuple[str, str, str, str]]] = {}
+    patterns: dict[int, Patterns] = {}
     for index, raw in enumerate(raw_rules):
         path = f"rules[{index}]"
         rule = _check_rule(raw, path, index, seen, problems, patterns.setdefault(index, []))
@@ -105,7 +108,7 @@ def parse_ruleset(doc: Any, evaluator: Evaluator | None = None) -> tuple[ParsedR
     problems.extend(_compile_check(rules, patterns, evaluator or get_evaluator()))
     if problems:
         return None, problems
-    return ParsedRuleSet(name, description, deadlines, default, tuple(rules)), []
+    return ParsedRuleSet(str(name), description, deadlines, default, tuple(rules)), []
 
 
 def _check_deadlines(raw: Any, problems: list[Problem]) -> dict[str, timedelta | None]:
@@ -135,7 +138,7 @@ def _check_deadlines(raw: Any, problems: list[Problem]) -> dict[str, timedelta |
 
 
 def _check_rule(
-    raw: Any, path: str, index: int, seen: dict[str, int], problems: list[Problem], patterns: list
+    raw: Any, path: str, index: int, seen: dict[str, int], problems: list[Problem], patterns: Patterns
 ) -> ParsedRule | None:
     if not isinstance(raw, dict):
         problems.append(Problem(path, "bad_rule", "a rule is an object with id, priority, when and then"))
@@ -191,10 +194,11 @@ def _check_rule(
                 actions.append(action)
     if len(problems) > before:
         return None
+    assert isinstance(rule_id, str) and isinstance(priority, int)  # checked above: no problem was added
     return ParsedRule(rule_id, description, priority, index, enabled, when, tuple(actions))
 
 
-def _check_when(raw: Any, path: str, problems: list[Problem], patterns: list) -> Condition:
+def _check_when(raw: Any, path: str, problems: list[Problem], patterns: Patterns) -> Condition:
     if raw is None:
         return ALWAYS
     if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("m", "all", "any"):
@@ -207,6 +211,7 @@ def _check_when(raw: Any, path: str, problems: list[Problem], patterns: list) ->
         )
         return ALWAYS
     ((kind, body),) = raw.items()
+    terms: list[Any] | None
     if kind == "m":
         terms = [raw]
         kind = "all"
@@ -236,7 +241,7 @@ def _check_when(raw: Any, path: str, problems: list[Problem], patterns: list) ->
     return {kind: [{"m": t["m"]} for t in terms if isinstance(t, dict)]}
 
 
-def _check_expr(expr: Any, path: str, problems: list[Problem], patterns: list, *, items: bool) -> None:
+def _check_expr(expr: Any, path: str, problems: list[Problem], patterns: Patterns, *, items: bool) -> None:
     if not isinstance(expr, dict) or len(expr) != 1:
         problems.append(
             Problem(
@@ -387,7 +392,7 @@ def _suggest(name: str, known: dict[str, FieldSpec]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}"
 
 
-def _compile_check(rules: list[ParsedRule], patterns: dict[int, list], evaluator: Evaluator) -> list[Problem]:
+def _compile_check(rules: list[ParsedRule], patterns: dict[int, Patterns], evaluator: Evaluator) -> list[Problem]:
     """Compile with the real engine; on failure narrow down to the rule, then to the pattern."""
     compiled = [(r.priority, r.when) for r in rules]
     if evaluator.compile_error(compiled) is None:

@@ -51,13 +51,12 @@ def check_deadlines(now: datetime | None = None) -> dict[str, int]:
         ).all()
         for request in requests:
             level = level_of(request, now)
-            if level is None or _already(session, request.id, level):
+            if level is None or request.deadline_at is None or _already(session, request.id, level):
                 continue
+            due = request.deadline_at.isoformat()
             work.record("deadline_alarm", order_pk=request.order_pk, request_id=request.id,
-                          data={"level": level, "deadline_at": request.deadline_at.isoformat(),
-                                "status": request.status})
-            log.warning("invoicing deadline %s for request %s (%s, due %s)", level, request.id, request.status,
-                        request.deadline_at.isoformat())
+                        data={"level": level, "deadline_at": due, "status": request.status})
+            log.warning("invoicing deadline %s for request %s (%s, due %s)", level, request.id, request.status, due)
             raised[level] = raised.get(level, 0) + 1
     return raised
 

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
+from app.db import table_of
 from app.engine.clock import utcnow
 from app.engine.contract import Order as ParsedOrder
 from app.engine.contract import parse_order
@@ -143,12 +144,12 @@ def decide_request(batch: _Batch, request_id: int) -> str:
         move_request(work, request, R.FAILED, expect=R.DECIDING, order_pk=order.id,
                      reason=f"decision failed: {exc}"[:500])
         return "failed"
-    stamp = {"decision": decision.as_dict(), "rules_version": decision.rules_version,
+    stamp: dict[str, Any] = {"decision": decision.as_dict(), "rules_version": decision.rules_version,
              "rules_fired": list(decision.rules_fired), "deadline_at": deadline}
     reason = "; ".join(r["message"] for r in decision.as_dict()["reasons"])[:500] or None
     if decision.action in _VERDICT_STATUS:
         verdict = _VERDICT_STATUS[decision.action]
-        extra = {"issue_after": decision.issue_after} if verdict == R.WAITING else {}
+        extra: dict[str, Any] = {"issue_after": decision.issue_after} if verdict == R.WAITING else {}
         move_request(work, request, verdict, expect=R.DECIDING, order_pk=order.id, reason=reason, **extra, **stamp)
         return verdict
     return _compose(batch, request, order, parsed, shop, decision, stamp)
@@ -223,7 +224,7 @@ def _record_composed(batch: _Batch) -> None:
     work.session.flush()
     # The lines go in as one executemany (no ids to read back): much cheaper than ORM objects,
     # and a multi-row INSERT of a few hundred lines is a statement psycopg re-parses every time.
-    work.session.connection().execute(InvoiceLine.__table__.insert(), [
+    work.session.connection().execute(table_of(InvoiceLine).insert(), [
         _line_row(invoice.id, line) for invoice, _, _, draft in composed for line in draft["lines"]])
     for invoice, seller, part, draft in composed:
         work.record("invoice_composed", order_pk=invoice.order_pk, request_id=invoice.request_id,

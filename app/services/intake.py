@@ -268,9 +268,9 @@ def _upsert_batch(work: UnitOfWork, items: list[_Item], *, source: str, actor: s
                 orders[natural_key], requests[natural_key] = order, request
                 done.append((item, "created", order, request))
             else:
-                request = requests.get(natural_key)
-                done.append((item, _update(work, item, order, request, after, source=source, actor=actor),
-                             order, request))
+                existing = requests.get(natural_key)
+                done.append((item, _update(work, item, order, existing, after, source=source, actor=actor),
+                             order, existing))
     session.flush()
     for step in after:
         step()

@@ -69,7 +69,7 @@ def outbox_backlog(session: Session, now: datetime) -> Backlog:
     return Backlog(count=count, oldest_age=_age(now, oldest))
 
 
-def states_with_age(session: Session, model: type, now: datetime) -> list[StateRow]:
+def states_with_age(session: Session, model: type[Invoice] | type[InvoiceRequest], now: datetime) -> list[StateRow]:
     """Count per status and how long the oldest row has been sitting in it."""
     rows = session.execute(
         select(model.status, func.count(), func.min(model.updated_at)).group_by(model.status).order_by(model.status)

@@ -122,7 +122,7 @@ def _outcome(session: Session, parsed: Any, shop: Shop, compiled: CompiledRuleSe
     if key not in sellers:
         entity = seller_for(session, shop, decision.seller_code)
         sellers[key] = seller_party(entity, shop) if entity is not None else None
-    base = dict(action="", rules_action=decision.action, reasons=[r["code"] for r in decision.reasons],
+    base: dict[str, Any] = dict(action="", rules_action=decision.action, reasons=[r["code"] for r in decision.reasons],
                 fired=list(decision.rules_fired), options=dict(decision.options or {}),
                 seller_code=decision.seller_code, required=list(decision.required), label=compiled.label)
     try:

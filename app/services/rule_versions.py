@@ -130,7 +130,8 @@ def published_version(
         )
         for candidate in session.scalars(query):
             # newest published version of its rule set = that set's live version
-            if current_version(session, candidate.rule_set).id == candidate.id:
+            live = current_version(session, candidate.rule_set)
+            if live is not None and live.id == candidate.id:
                 return candidate
     return None
 

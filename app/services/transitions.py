@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.db import table_of
 from app.engine.clock import utcnow
 from app.engine.states import (
     INVOICE_TRANSITIONS,
@@ -31,8 +32,8 @@ from app.services.unit_of_work import UnitOfWork
 Table = Mapping[Any, frozenset[Any]]
 # The allowed sources of every target, sorted (a stable IN list for the statement cache).
 _SOURCES: dict[int, dict[str, list[str]]] = {
-    id(table): {str(to): sorted(sources_of(table, to)) for to in table}
-    for table in (REQUEST_TRANSITIONS, INVOICE_TRANSITIONS)
+    id(REQUEST_TRANSITIONS): {str(to): sorted(sources_of(REQUEST_TRANSITIONS, to)) for to in RequestStatus},
+    id(INVOICE_TRANSITIONS): {str(to): sorted(sources_of(INVOICE_TRANSITIONS, to)) for to in InvoiceStatus},
 }
 
 
@@ -106,7 +107,7 @@ class PendingMoves:
         key = (model.__tablename__, obj.id)
         move = self.moves.get(key)
         if move is None:
-            move = self.moves[key] = _Move(model.__table__, obj.id, current, obj.state_version or 0)
+            move = self.moves[key] = _Move(table_of(model), obj.id, current, obj.state_version or 0)
         move.to, move.count = to, move.count + 1
         move.values.update(values)
         return str(current)

@@ -87,7 +87,7 @@ def per_item(exc: E, serial_no: str) -> E:
     clone.__dict__.update(exc.__dict__)
     clone.args = exc.args
     clone.__cause__ = exc.__cause__
-    clone.call_error = exc  # shared by every item of the call: callers count failed calls, not items
+    clone.call_error = exc  # type: ignore[attr-defined]  # shared by every item of the call: callers count failed calls, not items
     if isinstance(clone, OutcomeUnknown):
         clone.serial_no = serial_no
     return clone

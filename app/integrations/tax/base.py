@@ -50,7 +50,11 @@ def decimal_or_none(value: Any) -> Decimal | None:
         raise ValueError(f"not a decimal: {value!r}") from exc
 
 
-def _canonical(value: Decimal | None) -> Decimal | None:
+def _canonical(value: Decimal) -> Decimal:
+    return value.normalize()
+
+
+def _canonical_or_none(value: Decimal | None) -> Decimal | None:
     return None if value is None else value.normalize()
 
 
@@ -221,8 +225,8 @@ class IssueLine:
             amount=money(data["amount"]),
             tax=money(data["tax"]),
             gross=money(data["gross"]),
-            quantity=_canonical(decimal_or_none(data.get("quantity"))),
-            unit_price=_canonical(decimal_or_none(data.get("unit_price"))),
+            quantity=_canonical_or_none(decimal_or_none(data.get("quantity"))),
+            unit_price=_canonical_or_none(decimal_or_none(data.get("unit_price"))),
             unit=data.get("unit") or None,
             spec=data.get("spec") or None,
         )

@@ -464,9 +464,10 @@ class NuonuoGateway(TaxGateway):
         try:
             result = self._call(nn.M_RED_FAST, content, writes=True, serial_no=request.serial_no)
         except _Duplicate:
-            item = self._query_item(request.serial_no)
-            if item is None:
+            found = self._query_item(request.serial_no)
+            if found is None:
                 raise PermanentGatewayError(nn.E_DUPLICATE, "orderNo reported duplicate but cannot be found") from None
+            item = found
             if str(item.get("invoiceType", "2")) != "2":
                 raise IdempotencyConflict(nn.E_DUPLICATE, f"orderNo {order_no} belongs to a blue invoice") from None
             return Accepted(serial_no=request.serial_no, provider_serial=str(item["serialNo"]), duplicate=True)

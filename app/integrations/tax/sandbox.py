@@ -283,4 +283,6 @@ def _from_credentials(value: Lookup, token_store: Any = None) -> SandboxGateway:
     url = value("tax_gateway_url", "url")
     if not url:
         raise ValueError("the sandbox gateway needs tax_gateway_url")
-    return SandboxGateway(str(url), str(value("app_key")), str(value("app_secret")), **timeouts(value))
+    limits = timeouts(value)
+    return SandboxGateway(str(url), str(value("app_key")), str(value("app_secret")),
+                          connect_timeout=limits.get("connect_timeout", 3.0), read_timeout=limits.get("read_timeout", 10.0))
