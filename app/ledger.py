@@ -1,7 +1,8 @@
 """The tamper-evident invoice event log.
 
-``record`` appends an event inside the caller's transaction (no hash yet, so concurrent
-workers never contend for the chain head); services record through their unit of work. ``seal`` — run by one writer at a time —
+Events are appended inside the business transaction (no hash yet, so concurrent workers never
+contend for the chain head): services record them through their unit of work
+(app/services/unit_of_work.py), which inserts them with ``insert_rows``. ``seal`` — run by one writer at a time —
 links unsealed events into the chain in id order: ``hash = sha256(prev_hash + canonical
 event)``. ``verify`` recomputes the whole chain; any edit that slipped past the database
 guards breaks it.
@@ -39,14 +40,6 @@ def event_row(
     return {"occurred_at": utcnow(), "kind": kind, "order_pk": order_pk, "request_id": request_id,
             "invoice_id": invoice_id, "from_state": from_state, "to_state": to_state, "actor": actor,
             "data": data or {}}
-
-
-def record(session: Session, kind: str, **fields: Any) -> InvoiceEvent:
-    """Append an event to the caller's transaction (services record through their unit of
-    work, app.services.unit_of_work, which may hold events to insert them together)."""
-    event = InvoiceEvent(**event_row(kind, **fields))
-    session.add(event)
-    return event
 
 
 def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:

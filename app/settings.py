@@ -82,6 +82,7 @@ class Settings:
     tax_gateway_url: str = "http://127.0.0.1:8765"
     mail_url: str | None = None
     timing: Timing = field(default_factory=Timing)
+    sender_threads: int = 16  # per worker process: provider calls run beside the jobs (app/jobs/sender.py)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -113,5 +114,6 @@ class Settings:
             tax_gateway_url=_env("TAX_GATEWAY_URL", "http://127.0.0.1:8765") or "",
             mail_url=_env("MAIL_URL"),
             timing=Timing.from_env(),
+            sender_threads=int(_env("SENDER_THREADS", "16") or 16),
             extra=extra,
         )

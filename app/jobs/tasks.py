@@ -6,20 +6,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.jobs import outbox, queues
+from app.jobs import outbox, queues, sender
 from app.models.job import JobName
 from app.services import deadlines, decide, issue, issuing_control, ledger_sealing, poll, recovery
+from app.services.issue import Sender
 from app.services.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
 
+def _sender() -> Sender | None:
+    running = sender.current()
+    return running.submit if running is not None else None
+
+
 def decide_requests(request_ids: list[int]) -> dict[str, Any]:
-    return decide.decide_requests(request_ids, queues.current_settings()).counts
+    return decide.decide_requests(request_ids, queues.current_settings(), sender=_sender()).counts
 
 
 def issue_invoices(invoice_ids: list[int]) -> dict[str, Any]:
-    return issue.issue_invoices(invoice_ids, queues.current_settings()).counts
+    return issue.issue_invoices(invoice_ids, queues.current_settings(), sender=_sender()).counts
 
 
 def poll_invoices(invoice_ids: list[int]) -> dict[str, Any]:

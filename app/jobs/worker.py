@@ -13,7 +13,7 @@ from rq.worker import BaseWorker
 from sqlalchemy.orm import configure_mappers
 
 from app import db
-from app.jobs import queues
+from app.jobs import queues, sender
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,5 +91,13 @@ def run_worker(settings: Settings, queue_names: list[str] | None = None, *, burs
                with_scheduler: bool = True, max_jobs: int | None = None, **kwargs: Any) -> bool:
     prepare_process(settings)
     warm_up()
+    # Jobs hand their provider calls to sender threads and take the next job (a forked
+    # work-horse ends with its job, so there every job makes its own calls).
+    running = None if kwargs.get("fork") or settings.sender_threads <= 0 else sender.start(
+        settings, settings.sender_threads)
     worker = build_worker(settings, queue_names, **kwargs)
-    return worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs, logging_level="INFO")
+    try:
+        return worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs, logging_level="INFO")
+    finally:
+        if running is not None:
+            running.stop()  # what is in flight is sent and recorded before the process ends

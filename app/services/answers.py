@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -110,6 +110,7 @@ def recorded(invoice_ids: list[int], record_one: Callable[[Recorder, int], str],
                     raise
                 counts.bump("raced")  # another worker recorded it first
         del invoices, requests
+        counts.waiting, counts.issued_at = recorder.waiting, recorder.issued_at
         return counts
 
     try:
@@ -127,6 +128,8 @@ class Recorder:
     def __init__(self, work: UnitOfWork, timing: Timing) -> None:
         self.work = work
         self.timing = timing
+        self.waiting: list[int] = []  # accepted, not settled: asked again
+        self.issued_at: dict[int, datetime] = {}
 
     # ------------------------------------------------------------------ issue and 重试 answers
 
@@ -224,8 +227,10 @@ class Recorder:
                          reason="provider has no record of this serial", next_attempt_at=None)
             queue_issue(self.work, invoice_id)
         elif kind == "pending" and just_accepted:
-            pass  # just accepted, not settled yet: next_attempt_at is set, the tick polls it
+            self.waiting.append(invoice_id)  # not settled yet: next_attempt_at is set, the tick polls it
         else:  # pending, lost_pending, query_failed: ask again later
+            if kind == "pending":
+                self.waiting.append(invoice_id)
             self.poll_later(invoice_id, status, attempts, to=I.PENDING if kind == "pending" else None)
         return f"poll_{kind}" if just_accepted else kind
 
@@ -242,8 +247,10 @@ class Recorder:
     def mark_issued(self, invoice_id: int, status: str, result: Any) -> None:
         """The invoice is issued; its request too once every part of it is."""
         work = self.work
+        issued_at = result.issued_at or utcnow()
+        self.issued_at[invoice_id] = issued_at
         move_invoice(work, invoice_id, I.ISSUED, expect=status, number=result.number,
-                     issued_at=result.issued_at or utcnow(), next_attempt_at=None,
+                     issued_at=issued_at, next_attempt_at=None,
                      data={"number": result.number, "provider_serial": result.provider_serial})
         invoice = work.session.get(Invoice, invoice_id)
         assert invoice is not None

@@ -33,7 +33,7 @@ from app.models import Invoice, InvoiceLine, InvoiceRequest, Order, SellerEntity
 from app.rules import Decision, decide
 from app.rules.ruleset import deadline_for
 from app.services.context import compose_for, rules_epoch, ruleset_for, seller_for
-from app.services.issue import Claim, send
+from app.services.issue import Claim, Sender, send
 from app.services.issuing_control import pause_status
 from app.services.outcome import Outcome
 from app.services.queueing import queue_issue
@@ -58,16 +58,17 @@ class _Batch:
 
 
 def decide_requests(request_ids: Iterable[int], settings: Settings, now: datetime | None = None, *,
-                    issue_now: bool = True) -> Outcome:
+                    issue_now: bool = True, sender: Sender | None = None) -> Outcome:
     """Decide a batch in one transaction; one commit queues (or claims) all the issue work.
 
     Fast path: the whole batch in one batched unit of work. If anything fails (a race with
     another worker, a bad row), the batch is rolled back and redone with a savepoint per
     request, so one bad request never takes the others down.
 
-    ``issue_now``: composed invoices are committed as ``issuing`` and sent by this job after
-    the commit. Should this process die before the answers are recorded, the tick finds them
-    stuck in ``issuing`` and asks the provider by serial."""
+    ``issue_now``: composed invoices are committed as ``issuing`` and sent after the commit,
+    by ``sender`` (a worker's sender threads: app/jobs/sender.py) or else by this call. Should
+    the process die before the answers are recorded, the tick finds them stuck in ``issuing``
+    and asks the provider by serial."""
     ids = [int(i) for i in request_ids]
     claims: list[Claim] = []
     try:
@@ -77,7 +78,9 @@ def decide_requests(request_ids: Iterable[int], settings: Settings, now: datetim
         claims.clear()
         outcome = _decide_batch(ids, now, isolate=True, claims=claims if issue_now else None)
     if claims:
-        outcome.add(send(claims, settings), prefix="issue_")
+        sent = sender(claims) if sender is not None else send(claims, settings)
+        if sent is not None:
+            outcome.add(sent, prefix="issue_")
     return outcome
 
 
@@ -107,7 +110,7 @@ def _decide_batch(ids: list[int], now: datetime | None, *, isolate: bool, claims
             else:
                 for request_id in ids:
                     try:
-                        with session.begin_nested():
+                        with work.savepoint():
                             outcome.bump(decide_request(batch, request_id))
                             _record_composed(batch)
                     except InvalidTransition:

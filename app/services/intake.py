@@ -85,7 +85,7 @@ def ingest(work: UnitOfWork, docs: Iterable[Any], *, source: str = "api", actor:
     per order, so one bad row never takes the others down. A key twice in one batch behaves
     as if the documents had come one after the other.
     """
-    if work.batched:  # savepoints per order, and events written at once
+    if work.batched:  # it needs savepoints
         raise ValueError("intake works in an unbatched unit of work")
     session = work.session
     result = IntakeResult()
@@ -102,14 +102,14 @@ def ingest(work: UnitOfWork, docs: Iterable[Any], *, source: str = "api", actor:
     if not items:
         return result
     try:
-        with session.begin_nested():
+        with work.savepoint():
             result.accepted = _upsert_batch(work, items, source=source, actor=actor)
     except SQLAlchemyError as exc:
         log.warning("intake: a batch of %d orders failed at the database (%s: %s); storing them one by one",
                     len(items), exc.__class__.__name__, getattr(exc, "orig", None) or "")
         for item in items:
             try:
-                with session.begin_nested():
+                with work.savepoint():
                     result.accepted += _upsert_batch(work, [item], source=source, actor=actor)
             except SQLAlchemyError as one:
                 result.rejected.append(_storage_error(item.index, item.key, one))
@@ -258,7 +258,7 @@ def _upsert_batch(work: UnitOfWork, items: list[_Item], *, source: str, actor: s
     _load_children(session, [orders[item.natural_key] for item in items
                              if item.natural_key in orders and orders[item.natural_key].document_hash != item.digest])
     done: list[tuple[_Item, str, Order, InvoiceRequest | None]] = []
-    after: list[Callable[[], Any]] = []  # events and outbox rows, written once the ids exist
+    after: list[Callable[[], Any]] = []  # events and outbox rows, made once the ids exist
     with session.no_autoflush:
         for item in items:
             natural_key = item.natural_key
@@ -274,7 +274,6 @@ def _upsert_batch(work: UnitOfWork, items: list[_Item], *, source: str, actor: s
     session.flush()
     for step in after:
         step()
-    session.flush()
     return [{"index": item.index, "key": item.key, "outcome": outcome, "order_pk": order.id,
              "request_id": request.id if request is not None else None}
             for item, outcome, order, request in done]

@@ -11,7 +11,8 @@ query by serial, never a resend. The decide job sends what it composed the same 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,8 +68,15 @@ def invoice_document(invoice: Invoice) -> dict[str, Any]:
             "total_in_words": amount_in_words(invoice.total)}
 
 
-def issue_invoices(invoice_ids: Iterable[int], settings: Settings, now: datetime | None = None) -> Outcome:
-    """Claim the sendable invoices among ``invoice_ids`` (one transaction) and send them."""
+# Hands claimed invoices to whoever sends them; returns the outcome, or None when they are sent
+# elsewhere (a worker's sender threads: app/jobs/sender.py).
+Sender = Callable[[list["Claim"]], "Outcome | None"]
+
+
+def issue_invoices(invoice_ids: Iterable[int], settings: Settings, now: datetime | None = None, *,
+                   sender: Sender | None = None) -> Outcome:
+    """Claim the sendable invoices among ``invoice_ids`` (one transaction) and send them
+    (``sender``, else in this call)."""
     ids = [int(i) for i in invoice_ids]
     now = now or utcnow()
     try:
@@ -76,7 +84,9 @@ def issue_invoices(invoice_ids: Iterable[int], settings: Settings, now: datetime
     except InvalidTransition:  # another worker claimed one of them first: item by item
         outcome, claims = _claim(ids, now, batched=False)
     if claims:
-        outcome.add(send(claims, settings))
+        sent = sender(claims) if sender is not None else send(claims, settings)
+        if sent is not None:
+            outcome.add(sent)
     return outcome
 
 
@@ -113,10 +123,14 @@ def _claim(ids: list[int], now: datetime, *, batched: bool) -> tuple[Outcome, li
     return outcome, claims
 
 
-def send(claims: list[Claim], settings: Settings) -> Outcome:
-    """Send claimed invoices (batch calls where the provider has them), ask at once for the
-    results of the accepted ones, and record every answer in one transaction. A pause (login
-    expired, credit, an outage) stops the sending: what is left goes back unsent."""
+def send(claims: list[Claim], settings: Settings, *, settle: float = 0.0) -> Outcome:
+    """Send claimed invoices (batch calls where the provider has them), ask for the results of
+    the accepted ones, and record every answer in one transaction. A pause (login expired,
+    credit, an outage) stops the sending: what is left goes back unsent.
+
+    ``settle``: seconds the provider takes to settle an accepted invoice; the results are asked
+    for that much later (the invoices stay ``issuing`` meanwhile, so a crash leaves them to the
+    tick's query by serial). ``Outcome.sent_at`` says when the provider answered the sending."""
     answers: dict[int, tuple[str, Any]] = {}  # invoice id → (kind, Accepted / exception)
     stop: tuple[str, str] | None = None  # (pause code, reason)
     # Failed calls in a row: ``leading`` before this job's first success extend the streak
@@ -156,8 +170,12 @@ def send(claims: list[Claim], settings: Settings) -> Outcome:
                     elif kind == "accepted":
                         streak, last_error, succeeded = 0, None, True
                     answers[claim.invoice_id] = (kind, answer)
-    # Ask right away for what was accepted: a fast provider has settled it already. And for a
-    # retry the provider cannot do: the answer decides between the same serial and a new one.
+    # Ask for what was accepted once the provider should have settled it (at once for a fast
+    # one), and about a retry the provider cannot do: that answer decides between the same
+    # serial and a new one. Everything is then recorded together.
+    sent_at = time.time()
+    if settle > 0 and any(kind == "accepted" for kind, _ in answers.values()):
+        time.sleep(settle)
     results: dict[int, Any] = {}
     for group in by_seller.values():
         ask = [c for c in group if answers[c.invoice_id][0] in ("accepted", "unsupported")]
@@ -178,6 +196,7 @@ def send(claims: list[Claim], settings: Settings) -> Outcome:
         return recorder.issue_answer(invoice_id, kind, value, results.get(invoice_id), retry=invoice_id in retried)
 
     outcome = recorded(list(answers), record_one, settings.timing, prepare)
+    outcome.sent_at = sent_at
     accepted = sum(kind == "accepted" for kind, _ in answers.values())
     if accepted:
         outcome.bump("accepted", accepted)

@@ -2,17 +2,20 @@
 records an event or asks for a job takes the ``UnitOfWork`` it works in, so whether its writes
 happen now or at the end shows in the signature, not in hidden session state.
 
-- ``batched=False``: a transition is one guarded UPDATE at once (app.services.transitions); an
-  event is a row at once.
+- Events (``record``) and jobs (``queue_job``) are held and written by ``flush()`` in two
+  executemany INSERTs (no ORM objects, no ids to read back), in the order they were made.
+- ``batched=False``: a transition is one guarded UPDATE at once (app.services.transitions).
 - ``batched=True``: transitions are checked at once against the loaded objects and written by
   ``flush()`` as one executemany UPDATE per shape, guarded on each row's status *and*
-  state_version as loaded, with the events in one multi-row INSERT. A row someone changed
-  since it was loaded makes ``flush()`` raise ``InvalidTransition``; the caller rolls back
-  and redoes its work unbatched, where each item is guarded on its own (a race costs time,
-  never correctness). Committing with unflushed batched writes is a bug and raises.
-- Jobs (``queue_job``) are outbox rows in the same transaction; ``unit_of_work()`` pushes them
-  to the queue after the commit (the job system registers how: ``dispatch_after_commit``).
-  Whatever misses that (Redis down, a crash), the periodic tick pushes.
+  state_version as loaded. A row someone changed since it was loaded makes ``flush()`` raise
+  ``InvalidTransition``; the caller rolls back and redoes its work unbatched, where each item
+  is guarded on its own (a race costs time, never correctness).
+- ``savepoint()`` (unbatched only): what is held since it began is dropped with it on error.
+- Nothing held is ever lost: ``unit_of_work()`` flushes before its commit, and a commit of the
+  session flushes what is still held (a unit made over a caller's session).
+- Jobs are outbox rows in the same transaction; ``unit_of_work()`` pushes them to the queue
+  after the commit (the job system registers how: ``dispatch_after_commit``). Whatever misses
+  that (Redis down, a crash), the periodic tick pushes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app import db, ledger
+from app.engine.clock import utcnow
 from app.models.job import JobName, OutboxMessage
 
 if TYPE_CHECKING:
@@ -49,53 +53,69 @@ class UnitOfWork:
         self.session = session
         self.batched = batched
         self.moves: PendingMoves | None = PendingMoves() if batched else None
-        self.events: list[dict[str, Any]] = []  # held while batched
+        self.events: list[dict[str, Any]] = []
+        self.jobs: list[dict[str, Any]] = []
         self.jobs_queued = False
-        if batched:
-            event.listen(session, "before_commit", self._refuse_unflushed, once=True)
+        event.listen(session, "before_commit", self._flush_at_commit)
 
     # ------------------------------------------------------------------ events and jobs
 
     def record(self, kind: str, **fields: Any) -> None:
         """Append an event to the invoice log (app.ledger) in this transaction."""
-        if self.batched:
-            self.events.append(ledger.event_row(kind, **fields))
-        else:
-            ledger.record(self.session, kind, **fields)
+        self.events.append(ledger.event_row(kind, **fields))
 
     def queue_job(self, job: JobName, item_id: int | str, *, key: str | None = None,
                   not_before: datetime | None = None) -> None:
         """Ask for ``job([item_id])`` once this transaction commits.
 
         With ``key``, a request is ignored while an earlier one with the same key is not yet
-        dispatched (one query); without, every call is a new job: jobs are idempotent, and
-        the callers' ``queued_at`` stamps keep the tick from flooding a backlog."""
+        dispatched; without, every call is a new job: jobs are idempotent, and the callers'
+        ``queued_at`` stamps keep the tick from flooding a backlog."""
         if key is not None:
+            if any(row["job_id"].startswith(f"{key}:") for row in self.jobs):
+                return
             pending = self.session.scalar(select(OutboxMessage.id).where(
                 OutboxMessage.job_id.startswith(f"{key}:"), OutboxMessage.dispatched_at.is_(None)).limit(1))
             if pending:
                 return
-        job_id = f"{key or f'{job.value}:{item_id}'}:{uuid.uuid4().hex[:12]}"
-        self.session.add(OutboxMessage(queue=job.queue.value, func=job.value, args=[item_id], job_id=job_id,
-                                       not_before=not_before))
+        self.jobs.append({"created_at": utcnow(), "queue": job.queue.value, "func": job.value,
+                          "args": [item_id], "job_id": f"{key or f'{job.value}:{item_id}'}:{uuid.uuid4().hex[:12]}",
+                          "not_before": not_before, "attempts": 0})
         self.jobs_queued = True
 
     # ------------------------------------------------------------------ writing
 
     def flush(self) -> None:
-        """Write the held transitions and events now (reads that need them in the database
-        call this first). Raises InvalidTransition when a row changed since it was loaded."""
+        """Write the held transitions, events and jobs now (reads that need them in the
+        database call this first). Raises InvalidTransition when a row changed since it was
+        loaded (batched)."""
         if self.moves is not None:
             self.moves.write(self.session)
-        if self.events:
+        if self.events or self.jobs:
             self.session.flush()  # the rows the events point at go first
-            rows, self.events = self.events, []
-            ledger.insert_rows(self.session, rows)
+            if self.events:
+                rows, self.events = self.events, []
+                ledger.insert_rows(self.session, rows)
+            if self.jobs:
+                jobs, self.jobs = self.jobs, []
+                self.session.connection().execute(db.table_of(OutboxMessage).insert(), jobs)
 
-    def _refuse_unflushed(self, session: Session) -> None:
-        if (self.moves is not None and self.moves.pending) or self.events:
-            raise RuntimeError("a batched unit of work was committed with unwritten transitions or events; "
-                               "call flush() (unit_of_work() does) before the commit")
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A SAVEPOINT: on error, the database and what was held since are both rolled back."""
+        if self.batched:
+            raise RuntimeError("a batched unit of work has no savepoints: redo the batch unbatched")
+        events, jobs = len(self.events), len(self.jobs)
+        try:
+            with self.session.begin_nested():
+                yield
+        except BaseException:
+            del self.events[events:], self.jobs[jobs:]
+            raise
+
+    def _flush_at_commit(self, session: Session) -> None:
+        if not session.in_nested_transaction():  # also fired when a SAVEPOINT is released
+            self.flush()
 
 
 @contextmanager

@@ -80,7 +80,7 @@ def start_sandbox_subprocess(db_path: str | Path, *, wire: str = "native", host:
                              env: Mapping[str, str] | None = None, timeout: float = 20) -> SandboxProcess:
     """Run ``python -m sandbox.tax`` and wait until it listens."""
     _check_loopback(host)
-    root = Path(__file__).resolve().parents[4]
+    root = Path(__file__).resolve().parents[2]
     args = [sys.executable, "-m", "sandbox.tax", "--host", host, "--port", str(port),
             "--db", str(db_path), "--wire", wire, *(extra_args or [])]
     child_env = {**os.environ, **(env or {})}

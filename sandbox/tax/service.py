@@ -161,7 +161,7 @@ def province_of(tax_id: str, fallback: str) -> str:
 
 
 def iso_cn(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, BEIJING).isoformat(timespec="seconds")
+    return None if ts is None else datetime.fromtimestamp(ts, BEIJING).isoformat(timespec="milliseconds")
 
 
 def canonical_hash(data: Any) -> str:
@@ -477,9 +477,11 @@ class SandboxService:
                 self._add_used(conn, row["credit_month"], -row["gross_fen"])
             bump(conn, "failed")
         else:
-            number = self._number(conn, row["seller_tax_id"], now)
+            # Issued when the delay ran out (as the tax bureau would have), not when asked.
+            issued_at = row["ready_at"]
+            number = self._number(conn, row["seller_tax_id"], issued_at)
             conn.execute("UPDATE invoices SET status = 'issued', number = ?, issued_at = ? WHERE serial_no = ?",
-                         (number, now, row["serial_no"]))
+                         (number, issued_at, row["serial_no"]))
             bump(conn, "issued" if row["color"] == "blue" else "red_issued")
         return self._get(conn, row["serial_no"])
 

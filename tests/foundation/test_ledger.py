@@ -9,12 +9,14 @@ from sqlalchemy.exc import DatabaseError
 from app import ledger
 from app.guards import GUARDED
 from app.models import InvoiceEvent
+from app.services.unit_of_work import UnitOfWork
 
 
 def _events(session, n: int) -> None:
+    work = UnitOfWork(session)
     for i in range(n):
-        ledger.record(session, "transition", from_state="received", to_state=f"s{i}", data={"i": i, "amount": "9.90"})
-    session.commit()
+        work.record("transition", from_state="received", to_state=f"s{i}", data={"i": i, "amount": "9.90"})
+    session.commit()  # writes what the unit of work holds
 
 
 def test_seal_and_verify(db_session):
