@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -19,6 +17,7 @@ from flask_login import LoginManager, current_user
 
 from app import db
 from app.models.user import ROLES, User
+from app.services import accounts
 
 F = TypeVar("F", bound=Callable[..., Any])
 PUBLIC = ("*public*",)
@@ -56,16 +55,6 @@ def user_may(user: Any, roles: tuple[str, ...]) -> bool:
     return user.has_role("admin", *roles)
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def issue_api_token(user: User) -> str:
-    token = "kp_" + secrets.token_urlsafe(32)
-    user.api_token_hash = hash_token(token)
-    return token
-
-
 def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
@@ -94,11 +83,10 @@ def init_app(app: Flask) -> None:
         header = req.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return None
-        user = db.session.query(User).filter_by(api_token_hash=hash_token(header[7:].strip())).one_or_none()
-        if user and user.active:
+        user = accounts.user_for_token(db.session(), header[7:])
+        if user is not None:
             g.kaipiao_token_auth = True
-            return user
-        return None
+        return user
 
     @app.before_request
     def _enforce_roles() -> Any:

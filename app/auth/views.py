@@ -14,8 +14,7 @@ from wtforms.validators import DataRequired, Length
 
 from app import db
 from app.auth import public
-from app.engine.clock import utcnow
-from app.models.user import User
+from app.services import accounts
 
 bp = Blueprint("auth", __name__)
 
@@ -37,10 +36,9 @@ def _safe_next(target: str | None) -> str:
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        user = db.session.query(User).filter_by(username=form.username.data.strip()).one_or_none()
-        if user and user.active and user.check_password(form.password.data):
+        user = accounts.sign_in(db.session(), form.username.data, form.password.data)
+        if user is not None:
             login_user(user)
-            user.last_login_at = utcnow()
             db.session.commit()
             return redirect(_safe_next(request.args.get("next")))
         flash(_("Wrong username or password."), "error")

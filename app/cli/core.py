@@ -61,18 +61,17 @@ def users_group() -> None:
 @click.option("--merchant-id", type=int, help="required for the merchant role")
 @with_appcontext
 def users_create(username: str, roles: tuple[str, ...], password: str | None, merchant_id: int | None) -> None:
+    from app.errors import KaipiaoError
+    from app.services.accounts import create_user
+
     if "merchant" in roles and not merchant_id:
         raise click.UsageError("the merchant role needs --merchant-id (it sees only its own shops)")
-    if db.session.query(User).filter_by(username=username).one_or_none():
-        raise click.ClickException(f"user {username!r} exists")
     if not password:
         password = getpass.getpass("password: ")
-    user = User(username=username, roles=list(roles), merchant_id=merchant_id)
     try:
-        user.set_password(password)
-    except ValueError as exc:
+        create_user(db.session(), username, list(roles), password, merchant_id)
+    except KaipiaoError as exc:
         raise click.ClickException(str(exc)) from exc
-    db.session.add(user)
     db.session.commit()
     click.echo(f"created {username} ({', '.join(roles)})")
 
@@ -82,7 +81,7 @@ def users_create(username: str, roles: tuple[str, ...], password: str | None, me
 @with_appcontext
 def users_token(username: str) -> None:
     """Issue a new API token (the old one stops working); shown once."""
-    from app.auth import issue_api_token
+    from app.services.accounts import issue_api_token
 
     user = db.session.query(User).filter_by(username=username).one_or_none()
     if user is None:

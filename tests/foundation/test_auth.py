@@ -108,7 +108,7 @@ def test_merchant_sees_only_its_own_shops(app, client, login, db_session):
 
 
 def test_api_token_auth(app, db_session):
-    from app.auth import issue_api_token
+    from app.services.accounts import issue_api_token
 
     user = gen_user(db_session, "operations")
     token = issue_api_token(user)

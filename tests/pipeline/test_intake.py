@@ -112,7 +112,7 @@ def test_api_orders_batch_mixed(client, login, db_session):
 
 
 def test_api_csrf_for_cookie_sessions_not_for_tokens(app, client, login, db_session):
-    from app.auth import issue_api_token
+    from app.services.accounts import issue_api_token
     from tests.factories import gen_user
 
     gen_shop(db_session, shop_code="s-csrf")

@@ -1,0 +1,58 @@
+"""People's accounts: creating users, signing in, API tokens. The password and token hashes
+never leave this module; the web layer (app/auth) keeps the session."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.engine.clock import utcnow
+from app.errors import Problem, Refused, ValidationFailed
+from app.models.user import ROLES, User
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(session: Session, username: str, roles: list[str], password: str,
+                merchant_id: int | None = None) -> User:
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValidationFailed(Problem("roles", "unknown_role", f"unknown roles {', '.join(unknown)}"))
+    if "merchant" in roles and not merchant_id:
+        raise ValidationFailed(Problem("merchant_id", "required",
+                                       "the merchant role needs a merchant (it sees only its own shops)"))
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Refused("exists", f"user {username!r} exists", username=username)
+    user = User(username=username, roles=list(roles), merchant_id=merchant_id)
+    try:
+        user.set_password(password)
+    except ValueError as exc:
+        raise ValidationFailed(Problem("password", "too_short", str(exc))) from None
+    session.add(user)
+    return user
+
+
+def sign_in(session: Session, username: str, password: str) -> User | None:
+    """The active user with this username and password (its last login recorded), else None."""
+    user = session.scalar(select(User).where(User.username == username.strip()))
+    if user is None or not user.active or not user.check_password(password):
+        return None
+    user.last_login_at = utcnow()
+    return user
+
+
+def issue_api_token(user: User) -> str:
+    """A new API token for ``user`` (the old one stops working); only its hash is kept."""
+    token = "kp_" + secrets.token_urlsafe(32)
+    user.api_token_hash = hash_token(token)
+    return token
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    user = session.scalar(select(User).where(User.api_token_hash == hash_token(token.strip())))
+    return user if user is not None and user.active else None
