@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter, Map
 
 from app.settings import Settings
 
@@ -24,12 +25,16 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
         REMEMBER_COOKIE_SECURE=settings.cookie_secure,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         WTF_CSRF_TIME_LIMIT=None,
-        MAX_CONTENT_LENGTH=32 * 1024 * 1024,
+        # A body beyond this is refused (413) before it is read; form fields likewise.
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_request_bytes,
         JSON_AS_ASCII=False,
     )
     if test_config:
         app.config.update(test_config)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.url_map.converters["int"] = _RowId
+
 
     from app import crypto, db
 
@@ -60,6 +65,17 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
     for name in ("app.api", "app.web.pages", "app.admin"):
         _init_optional(app, name)
     return app
+
+
+class _RowId(IntegerConverter):
+    """``<int:...>`` in every route stops at the largest row id: a longer number is a 404, not
+    a database error (PostgreSQL refuses to compare an integer column with it)."""
+
+    def __init__(self, map: Map, fixed_digits: int = 0, min: int | None = None,
+                 max: int | None = None, signed: bool = False) -> None:
+        from app.models.types import MAX_ROW_ID
+
+        super().__init__(map, fixed_digits, min, MAX_ROW_ID if max is None else max, signed)
 
 
 def _init_optional(app: Flask, name: str) -> None:

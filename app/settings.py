@@ -83,6 +83,8 @@ class Settings:
     mail_url: str | None = None
     timing: Timing = field(default_factory=Timing)
     sender_threads: int = 16  # per worker process: provider calls run beside the jobs (app/jobs/sender.py)
+    # The largest request body (and form field) accepted: 1000 orders of a batch fit in 4 MB.
+    max_request_bytes: int = 4 * 1024 * 1024
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -115,5 +117,6 @@ class Settings:
             mail_url=_env("MAIL_URL"),
             timing=Timing.from_env(),
             sender_threads=int(_env("SENDER_THREADS", "16") or 16),
+            max_request_bytes=int(_env("MAX_REQUEST_BYTES", str(4 * 1024 * 1024)) or 4 * 1024 * 1024),
             extra=extra,
         )

@@ -18,6 +18,7 @@ from app.auth import user_may
 from app.engine.clock import BEIJING
 from app.errors import Refused
 from app.models.audit import AdminAuditLog
+from app.models.types import MAX_ROW_ID
 
 
 class SecureMixin:
@@ -153,6 +154,17 @@ class SecureModelView(SecureMixin, ModelView):
 
     def _secret_fields(self) -> set[str]:
         return set(getattr(self, "secret_fields", ()))
+
+    def get_one(self, id: Any) -> Any:
+        # ``?id=`` is typed by whoever sends the URL: what cannot name a row finds none (a
+        # 30-digit id is not a PostgreSQL integer: comparing with it is an error there).
+        text = str(id).strip()
+        if self.model.__table__.c.get("id") is not None and not (
+                text.isascii() and text.isdigit() and 0 < int(text) <= MAX_ROW_ID):
+            return None
+        if len(text) > 200 or "\x00" in text:  # a text key (tax codes): nothing that long, never NUL
+            return None
+        return super().get_one(text)
 
 
 class LedgerView(SecureModelView):

@@ -28,9 +28,11 @@ from app import db
 from app.admin.base import SecureView, audit, local_time
 from app.auth import user_may
 from app.engine.clock import BEIJING
+from app.engine.json_input import load_json
 from app.errors import KaipiaoError, Problem, ValidationFailed
 from app.models import Merchant, Order, Shop
 from app.models.rules import RuleSet, RuleSetVersion
+from app.models.types import MAX_ROW_ID
 from app.rules.actions import REMARK_PLACEHOLDERS, VERDICTS, WAIT_EVENTS
 from app.rules.document import as_json, as_yaml, diff, parse_document, text_diff
 from app.rules.reference import action_reference, field_reference, rates_text
@@ -82,7 +84,9 @@ def _parse_now(raw: str | None) -> datetime:
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:
-        raise ValidationFailed(Problem("now", "invalid", f"not a date and time: {raw!r}")) from None
+        raise ValidationFailed(Problem("now", "invalid", f"not a date and time: {raw[:40]!r}")) from None
+    if not 1970 <= value.year <= 2099:
+        raise ValidationFailed(Problem("now", "out_of_range", "must be between 1970 and 2099"))
     return value if value.tzinfo else value.replace(tzinfo=BEIJING)
 
 
@@ -331,8 +335,9 @@ class RulesView(SecureView):
     def _stored_order(self, raw: str) -> Order | None:
         session = db.session()
         raw = raw.strip()
-        if raw.isdigit():
-            return session.get(Order, int(raw))
+        if raw.isascii() and raw.isdigit():  # an id: never beyond the column's range (PostgreSQL refuses it)
+            number = int(raw)
+            return session.get(Order, number) if 0 < number <= MAX_ROW_ID else None
         parts = raw.split(":", 2)
         if len(parts) == 3:
             return session.scalar(select(Order).where(Order.platform == parts[0], Order.shop_code == parts[1],
@@ -353,11 +358,9 @@ class RulesView(SecureView):
             try:
                 now = _parse_now(form["now"])
                 if form["source"] == "paste":
-                    try:
-                        order = json.loads(form["order_json"] or "")
-                    except json.JSONDecodeError as exc:
-                        raise ValidationFailed(Problem("order", "bad_json",
-                                                       f"line {exc.lineno}, column {exc.colno}: {exc.msg}")) from None
+                    if not form["order_json"].strip():
+                        raise ValidationFailed(Problem("order", "required", "paste an order (JSON)"))
+                    order = load_json(form["order_json"], "order")
                     shop = find_shop(session, order) if isinstance(order, dict) else None
                     note = None
                     if shop is None and isinstance(order, dict):

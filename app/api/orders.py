@@ -17,11 +17,15 @@ MAX_BATCH = 1000
 @bp.route("/orders", methods=["POST"])
 @roles_required("operations", "cs_agent")
 def post_orders():
-    body = json_body()
+    body = json_body(check=False)  # each order is checked on its own by intake
     if isinstance(body, dict) and "orders" in body:
         docs = body["orders"]
         if not isinstance(docs, list):
             raise KaipiaoError(Problem("orders", "invalid", "orders must be a list of order objects"))
+        unknown = sorted(repr(k)[1:-1] for k in body if k != "orders")
+        if unknown:
+            raise KaipiaoError([Problem(k, "unknown_field", "unknown field (a batch is {\"orders\": [...]})")
+                                for k in unknown])
     else:
         docs = [body]
     if len(docs) > MAX_BATCH:

@@ -10,7 +10,8 @@ from typing import Any, NoReturn
 
 import click
 
-from app.errors import Problem
+from app.engine.json_input import load_json
+from app.errors import Problem, ValidationFailed
 
 EXIT_INVALID = 2
 
@@ -24,8 +25,8 @@ def read_json(path: Path | None, what: str) -> Any:
     if path is None:
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        emit_errors([Problem(what, "invalid_json", f"{path.name}: not JSON ({exc.msg} at line {exc.lineno})")])
-    except (OSError, UnicodeDecodeError) as exc:
+        return load_json(path.read_bytes(), what)
+    except ValidationFailed as exc:
+        emit_errors([Problem(p.path, p.code, f"{path.name}: {p.message}") for p in exc.problems])
+    except OSError as exc:
         emit_errors([Problem(what, "unreadable", f"{path}: {exc}")])

@@ -10,6 +10,8 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from app.engine.json_input import load_json
+from app.errors import ValidationFailed
 from app.jobs import queues
 
 
@@ -94,14 +96,16 @@ def import_orders(path: Path, batch: int) -> None:
         rejected += len(result.rejected)
         docs.clear()
 
-    with path.open(encoding="utf-8") as handle:
+    # Bad bytes become lone surrogates, which load_json names: the line is refused, not the file.
+    with path.open(encoding="utf-8", errors="surrogateescape") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                docs.append((line_no, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                click.echo(f"{path.name}:{line_no}: (line): not valid JSON: {exc.msg} at column {exc.colno}", err=True)
+                docs.append((line_no, load_json(line, "line")))
+            except ValidationFailed as exc:
+                for problem in exc.problems:
+                    click.echo(f"{path.name}:{line_no}: {problem.path}: {problem.message}", err=True)
                 rejected += 1
                 continue
             if len(docs) >= batch:

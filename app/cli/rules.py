@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from app.cli.common import emit_errors
+from app.engine.json_input import load_json
 from app.errors import ValidationFailed
 
 
@@ -50,11 +51,14 @@ def decide_command(order_file: Path, rules_file: Path | None, now_text: str | No
 
     now = None
     if now_text:
-        now = datetime.fromisoformat(now_text)
+        try:
+            now = datetime.fromisoformat(now_text)
+        except ValueError:
+            raise click.BadParameter("not an ISO 8601 date-time", param_hint="--now") from None
         if now.tzinfo is None:
             raise click.BadParameter("give an offset, e.g. 2026-11-15T09:00:00+08:00", param_hint="--now")
     try:
-        order = json.loads(order_file.read_text(encoding="utf-8"))
+        order = load_json(order_file.read_bytes(), "order")
         ruleset = load_ruleset_file(rules_file) if rules_file else None
         decision = decide(order, ruleset=ruleset, now=now)
     except ValidationFailed as exc:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from app.engine.contract import Order, OrderLine, parse_order
+from app.engine.contract import ORDER_LIMIT, Order, OrderLine, parse_order
 from app.engine.lines import KIND_DISCOUNT, KIND_DISCOUNTED, KIND_NORMAL, DraftLine, make_line
 from app.engine.money import allocate, fmt_money, line_gross, to_decimal
 from app.engine.split import Unit, check_template, pack, render_remark, split_quantity
@@ -126,11 +126,12 @@ def parse_options(options: Mapping[str, Any] | None, path: str = "options") -> C
     if options.get("max_amount") is not None:
         try:
             amount = to_decimal(options["max_amount"], what="max_amount")
-            if amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+            if not 0 < amount <= ORDER_LIMIT or amount != amount.quantize(Decimal("0.01")):
                 raise ValueError
             values["max_amount"] = amount
-        except (TypeError, ValueError):
-            problems.append(Problem(f"{path}.max_amount", "invalid", 'not a positive decimal amount like "10000.00"'))
+        except (TypeError, ValueError, ArithmeticError):  # ArithmeticError: "1e400" cannot be quantized
+            problems.append(Problem(f"{path}.max_amount", "invalid",
+                                    f'not a decimal amount from 0.01 to {ORDER_LIMIT} like "10000.00"'))
     if options.get("shipping") is not None:
         try:
             values["shipping"] = _shipping_option(options["shipping"], f"{path}.shipping")

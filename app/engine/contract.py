@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from app.engine.clock import BEIJING, parse_iso_datetime
+from app.engine.json_input import structure_problems
 from app.engine.money import line_gross
 from app.engine.taxid import check_tax_id
 from app.errors import Problem, ValidationFailed
@@ -32,6 +33,13 @@ ORDER_SCHEMA_PATH = CONTRACTS_DIR / "order.schema.json"
 DRAFT_SCHEMA_PATH = CONTRACTS_DIR / "invoice-draft.schema.json"
 
 ADDRESS_PHONE_LIMIT = 100  # §1.4: address + phone ≤ 100 together (Nuonuo)
+# What one line, and one order, may come to (quantity × unit price, yuan): no sale this system
+# invoices is near 10 billion yuan, and every figure it computes stays far inside exact range.
+LINE_LIMIT = Decimal("9999999999.99")
+ORDER_LIMIT = Decimal("9999999999.99")
+EXTENSIONS_LIMIT = 16 * 1024  # characters of the platform's extras, as JSON
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2099, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 # RFC 3339 date-time with a mandatory offset (jsonschema's own checker needs an extra package)
 _DATE_TIME_RE = re.compile(
@@ -40,13 +48,29 @@ _DATE_TIME_RE = re.compile(
 _FORMATS = FormatChecker(formats=())
 
 
+def _in_range(moment: datetime) -> bool:
+    """Business times of this system fall in 1970–2099 (wherever the offset puts them): years
+    0 or 9999 overflow date arithmetic, and no order or invoice is dated there."""
+    try:
+        return moment.tzinfo is not None and _EARLIEST <= moment <= _LATEST
+    except OverflowError:  # past the end of datetime once in UTC
+        return False
+
+
+def is_contract_time(value: object) -> bool:
+    """A date-time as the contract takes it: RFC 3339 with an offset, between 1970 and 2099."""
+    try:
+        return isinstance(value, str) and _is_date_time(value)
+    except ValueError:
+        return False
+
+
 def _is_date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True  # type errors are reported by "type"
     if not _DATE_TIME_RE.match(value):
         return False
-    parse_iso_datetime(value)  # raises on 2026-02-30 and the like
-    return True
+    return _in_range(parse_iso_datetime(value))  # raises on 2026-02-30 and the like
 
 
 _FORMATS.checks("date-time", raises=ValueError)(_is_date_time)
@@ -54,10 +78,7 @@ _FORMATS.checks("date-time", raises=ValueError)(_is_date_time)
 
 def _date_time_ok(value: object) -> bool:
     """``_is_date_time`` as a plain predicate (fastjsonschema's custom formats return a bool)."""
-    try:
-        return _is_date_time(value)
-    except ValueError:
-        return False
+    return not isinstance(value, str) or is_contract_time(value)
 
 
 # what each shared pattern means, for messages a merchant can act on
@@ -195,6 +216,12 @@ def _problems_from_error(error: SchemaError, patterns: dict[str, str]) -> list[P
     if validator == "const":
         return [Problem(path, "invalid", f"must be {error.validator_value}")]
     if validator == "format":
+        if isinstance(error.instance, str) and _DATE_TIME_RE.match(error.instance):
+            try:
+                parse_iso_datetime(error.instance)
+                return [Problem(path, "out_of_range", "must be a date-time between 1970 and 2099")]
+            except ValueError:
+                pass
         return [Problem(path, "invalid", "not an ISO 8601 date-time with offset (e.g. 2026-11-11T00:01:02+08:00)")]
     if validator == "maxLength":
         return [Problem(path, "too_long", f"longer than {error.validator_value} characters")]
@@ -414,6 +441,9 @@ def semantic_problems(order: Order) -> list[Problem]:
             if getattr(line, name) < 0:
                 add(Problem(f"{here}.{name}", "negative", "must not be negative"))
         gross = line.list_gross
+        if gross > LINE_LIMIT:
+            add(Problem(f"{here}.quantity", "too_large",
+                        f"quantity × unit_price comes to {gross}; a line may come to at most {LINE_LIMIT}"))
         off = line.discount + line.platform_discount
         if off > gross:
             add(Problem(f"{here}.discount", "discount_too_large",
@@ -435,6 +465,10 @@ def semantic_problems(order: Order) -> list[Problem]:
                     f"order discounts together ({order.order_discount + order.platform_discount}) "
                     f"are larger than the discountable goods ({discountable})"))
     ceiling = sum((ln.list_gross for ln in order.lines), _ZERO) + order.shipping_fee
+    if ceiling > ORDER_LIMIT:
+        add(Problem("lines", "too_large", f"the order comes to {ceiling}; an order may come to at most {ORDER_LIMIT}"))
+    if order.extensions and len(json.dumps(order.extensions, ensure_ascii=False)) > EXTENSIONS_LIMIT:
+        add(Problem("extensions", "too_large", f"more than {EXTENSIONS_LIMIT} characters of extras"))
     if order.stored_value_paid > ceiling:
         add(Problem("stored_value_paid", "too_large", f"{order.stored_value_paid} is larger than the order ({ceiling})"))
     refund_ids: set[str] = set()
@@ -484,6 +518,9 @@ def semantic_problems(order: Order) -> list[Problem]:
 def _check_and_build(doc: Any) -> tuple[list[Problem], Order | None]:
     if not isinstance(doc, Mapping):
         return [Problem("", "invalid", "an order must be a JSON object")], None
+    problems = structure_problems(doc)  # before anything walks it: too deep, bad text
+    if problems:
+        return problems, None
     if not _fast_order_ok(doc):
         problems = _schema_problems(order_validator(), ORDER_SCHEMA_PATH, doc)
         if problems:

@@ -14,6 +14,10 @@ from sqlalchemy.types import TypeDecorator
 
 from app.engine.money import from_fen, to_fen
 
+# The largest id an ``Integer`` primary key holds (PostgreSQL's integer): a larger number in a
+# URL or a form cannot name a row, and PostgreSQL refuses to compare with it.
+MAX_ROW_ID = 2**31 - 1
+
 
 class Money(TypeDecorator[Decimal]):
     """A yuan amount as ``Decimal`` in Python, integer fen in the database."""

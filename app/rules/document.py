@@ -13,7 +13,22 @@ from typing import Any
 
 import yaml
 
-from app.errors import Problem
+from app.engine.json_input import MAX_DEPTH, load_json, structure_problems
+from app.errors import Problem, ValidationFailed
+
+MAX_DOCUMENT_CHARS = 256 * 1024  # the shipped rule set is 5 KB; a screenful of rules is a few
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*name`` re-uses a node, and a few nested ones expand to billions
+    of nodes ("billion laughs"). A rule set never needs them: refused where they appear."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed; write the value out",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def parse_document(text: str) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -24,14 +39,19 @@ def parse_document(text: str) -> tuple[dict[str, Any] | None, list[Problem]]:
     text = (text or "").strip()
     if not text:
         return None, [Problem("document", "empty", "the document is empty")]
+    if len(text) > MAX_DOCUMENT_CHARS:
+        return None, [Problem("document", "too_large",
+                              f"{len(text)} characters; a rule set may have at most {MAX_DOCUMENT_CHARS}")]
     if text.startswith("{"):
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return None, [Problem("document", "bad_json", f"line {exc.lineno}, column {exc.colno}: {exc.msg}")]
+            doc = load_json(text, "document")
+        except ValidationFailed as exc:
+            return None, exc.problems
     else:
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=_SafeLoader)
+        except RecursionError:
+            return None, [Problem("document", "too_deep", f"nested deeper than {MAX_DEPTH} levels")]
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -39,7 +59,7 @@ def parse_document(text: str) -> tuple[dict[str, Any] | None, list[Problem]]:
             return None, [Problem("document", "bad_yaml", f"{where}{what}")]
     if not isinstance(doc, dict):
         return None, [Problem("document", "not_object", "a rule set is one object (name, rules, ...)")]
-    problems = list(_not_json(doc, ""))
+    problems = structure_problems(doc) or list(_not_json(doc, ""))
     return (None, problems) if problems else (doc, [])
 
 

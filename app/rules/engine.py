@@ -17,6 +17,7 @@ durable-rules traps this module handles (measured on 2.0.28, see docs/rules.md):
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -125,6 +126,10 @@ class DurableEvaluator:
             self._sink.append(int(rule_name[1:]))
 
     def matched(self, name: str, sid: str, fact: dict[str, Any]) -> list[int]:
+        # durable-rules writes the session id into its state keys unescaped: a quote or a
+        # backslash in an order id broke the session for good (error 309). A digest of it is
+        # as unique and always safe.
+        sid = hashlib.sha1(sid.encode("utf-8", "surrogatepass")).hexdigest()
         fact = {**fact, "sid": sid}
         with self._lock:
             sink: list[int] = []

@@ -8,13 +8,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from app.engine.json_input import structure_problems
 from app.errors import Problem, ValidationFailed
+from app.rules.engine import RuleEngineError
+
+log = logging.getLogger(__name__)
 
 STAFF = ("admin", "tax_specialist", "operations", "auditor", "cs_agent")
 
@@ -40,6 +45,10 @@ def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: 
         raise ValidationFailed(Problem("seller", "invalid", "seller must be an object"))
     if options is not None and not isinstance(options, Mapping):
         raise ValidationFailed(Problem("options", "invalid", "options must be an object"))
+    problems = [p for name, value in (("seller", seller), ("options", options)) if value is not None
+                for p in structure_problems(value, name)]
+    if problems:
+        raise ValidationFailed(problems)
     try:
         parsed = parse_order(dict(order))
     except ValidationFailed as exc:
@@ -67,5 +76,9 @@ def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: 
         session_for_rules = None
     else:
         session_for_rules = session
-    decision = decide_for(session_for_rules, parsed, shop, now=now)
-    return compose_for(session_for_rules, parsed, shop, decision, seller=seller, options=options)
+    try:
+        decision = decide_for(session_for_rules, parsed, shop, now=now)
+        return compose_for(session_for_rules, parsed, shop, decision, seller=seller, options=options)
+    except (RuleEngineError, ArithmeticError, ValueError) as exc:  # this order's data, said plainly
+        log.warning("preview of %s failed", parsed.key, exc_info=True)
+        raise ValidationFailed(Problem("order", "cannot_compose", f"cannot compose this order: {exc}"[:300])) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, Flask, Response, render_template, request
@@ -12,6 +11,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from app.auth import roles_required
+from app.engine.json_input import load_json
 from app.errors import Problem, ValidationFailed
 from app.services.preview import preview_order
 from app.web import NAV, NavEntry
@@ -25,18 +25,18 @@ def _parse(field: str, text: str | None, required: bool) -> Any:
         if required:
             raise ValidationFailed(Problem(field, "required", _("required")))
         return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        message = _("not valid JSON (%(msg)s, line %(line)d)", msg=exc.msg, line=exc.lineno)
-        raise ValidationFailed(Problem(field, "invalid_json", message)) from None
+    return load_json(text, field)
 
 
 def _inputs() -> tuple[str, str, str]:
     order_text = request.form.get("order", "")
     upload = request.files.get("order_file")
     if upload and upload.filename:
-        order_text = upload.read().decode("utf-8-sig", errors="replace")
+        raw = upload.read()
+        try:
+            order_text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValidationFailed(Problem("order_file", "not_utf8", _("not UTF-8 text (byte %(at)d)", at=exc.start))) from None
     return order_text, request.form.get("seller", ""), request.form.get("options", "")
 
 
@@ -54,9 +54,9 @@ def preview():
 
     context: dict[str, Any] = {"order": "", "seller": "", "options": "", "face": None, "errors": [], "draft": None}
     if request.method == "POST":
-        order_text, seller_text, options_text = _inputs()
-        context.update(order=order_text, seller=seller_text, options=options_text)
         try:
+            order_text, seller_text, options_text = _inputs()
+            context.update(order=order_text, seller=seller_text, options=options_text)
             draft = _draft(order_text, seller_text, options_text)
             context["draft"] = draft
             if draft["invoices"]:

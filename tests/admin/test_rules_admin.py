@@ -235,7 +235,7 @@ def test_refused_document_shows_every_problem_with_its_path_and_writes_nothing(c
 
 @pytest.mark.parametrize("text,path,code", [
     ("name: x\nrules: [\n", "document", "bad_yaml"),
-    ('{"name": "x",', "document", "bad_json"),
+    ('{"name": "x",', "document", "invalid_json"),
     ("- just\n- a list\n", "document", "not_object"),
     ("name: x\ndescription: 2026-11-11\nrules: []\n", "description", "not_json"),
     ("name: x\nrules:\n  - id: a\n    when: {m: {has_gift: true}}\n    then: [{action: issue}]\n    yes: 1\n",
