@@ -7,7 +7,9 @@ sent again (the same serial: the provider is idempotent on it). Transient failur
 a back-off; permanent ones are ``failed`` with the provider's reason.
 
 The answers of a batch are recorded in one batched unit of work (``recorded``); if a row
-changed under it (another worker recorded it first), the batch is redone item by item.
+changed under it (another worker recorded it first) or one answer cannot be recorded, the
+batch is redone item by item, and an answer that cannot be recorded sets its invoice aside
+(``unknown``, asked again after the longest back-off) without holding up the others.
 """
 
 from __future__ import annotations
@@ -103,12 +105,17 @@ def recorded(invoice_ids: list[int], record_one: Callable[[Recorder, int], str],
         if prepare is not None:
             prepare(work)
         for invoice_id in invoice_ids:
-            try:
+            if work.batched:
                 counts.bump(record_one(recorder, invoice_id))
+                continue
+            try:
+                with work.savepoint():
+                    counts.bump(record_one(recorder, invoice_id))
             except InvalidTransition:
-                if work.batched:
-                    raise
                 counts.bump("raced")  # another worker recorded it first
+            except Exception as exc:  # this answer alone; the others are recorded
+                log.exception("the answer for invoice %s could not be recorded", invoice_id)
+                counts.bump(recorder.set_aside(invoice_id, exc))
         del invoices, requests
         counts.waiting, counts.issued_at = recorder.waiting, recorder.issued_at
         return counts
@@ -118,6 +125,8 @@ def recorded(invoice_ids: list[int], record_one: Callable[[Recorder, int], str],
             return run(work)
     except InvalidTransition:
         log.info("recording a batch raced with another worker; redoing it item by item", exc_info=True)
+    except Exception:
+        log.warning("recording a batch failed; redoing it item by item", exc_info=True)
     with unit_of_work() as work, work.session.no_autoflush:
         return run(work)
 
@@ -270,6 +279,33 @@ class Recorder:
                     raise
 
     # ------------------------------------------------------------------ failures
+
+    def set_aside(self, invoice_id: int, exc: Exception) -> str:
+        """An answer that could not be recorded (a malformed reply, a bug): the invoice waits as
+        ``unknown`` with the reason, asked again after the longest back-off, so it neither loops
+        nor is resent (it may be issued at the provider: never ``failed`` on a guess)."""
+        work = self.work
+        reason = f"the provider's answer could not be recorded: {type(exc).__name__}: {exc}"[:200]
+        when = utcnow() + self.timing.max_backoff
+        try:
+            with work.savepoint():
+                status = work.session.scalar(select(Invoice.status).where(Invoice.id == invoice_id))
+                if status in (I.ISSUING, I.PENDING):
+                    move_invoice(work, invoice_id, I.UNKNOWN, expect=status, reason=reason, next_attempt_at=when)
+                elif status == I.UNKNOWN:
+                    invoice = work.session.get(Invoice, invoice_id)
+                    assert invoice is not None
+                    work.session.execute(update(Invoice).where(Invoice.id == invoice_id, Invoice.status == status)
+                                         .values(next_attempt_at=when, attempts=Invoice.attempts + 1)
+                                         .execution_options(synchronize_session=False))
+                    work.record("answer_set_aside", order_pk=invoice.order_pk, request_id=invoice.request_id,
+                                invoice_id=invoice_id, data={"reason": reason})
+                else:
+                    return "error"
+            return "set_aside"
+        except Exception:
+            log.exception("invoice %s could not be set aside either", invoice_id)
+            return "error"
 
     def retry_later(self, invoice_id: int, exc: TaxGatewayError, *, to: I = I.READY) -> str:
         invoice = self.work.session.get(Invoice, invoice_id)

@@ -116,8 +116,32 @@ def _decide_batch(ids: list[int], now: datetime | None, *, isolate: bool, claims
                     except InvalidTransition:
                         batch.composed.clear()
                         outcome.bump("raced")  # another worker decided it first
+                    except Exception as exc:  # this order alone: the others proceed
+                        batch.composed.clear()
+                        log.exception("request %s could not be decided", request_id)
+                        outcome.bump(_set_aside(work, request_id, exc))
         del keep
     return outcome
+
+
+def _set_aside(work: UnitOfWork, request_id: int, exc: Exception) -> str:
+    """A request whose decision fails for a reason of its own is ``failed`` with that reason
+    (a person looks at it; an update of the order decides it again), never retried in a loop."""
+    reason = f"could not be decided: {type(exc).__name__}: {exc}"[:500]
+    try:
+        with work.savepoint():
+            request = work.session.get(InvoiceRequest, request_id)
+            if request is None:
+                return "error"
+            work.session.refresh(request)  # what the rolled-back attempt left in memory is not so
+            if request.status not in DECIDABLE:
+                return "error"
+            move_request(work, request, R.DECIDING, expect=request.status, order_pk=request.order_pk)
+            move_request(work, request, R.FAILED, expect=R.DECIDING, order_pk=request.order_pk, reason=reason)
+        return "failed"
+    except Exception:
+        log.exception("request %s could not be set aside either", request_id)
+        return "error"
 
 
 def decide_request(batch: _Batch, request_id: int) -> str:
@@ -169,7 +193,7 @@ def _compose(batch: _Batch, request: InvoiceRequest, order: Order, parsed: Parse
         return R.HELD
     try:
         draft = compose_for(session, parsed, shop, decision)
-    except ValidationFailed as exc:
+    except (ValidationFailed, ArithmeticError, ValueError) as exc:  # this order's data: a person looks
         move_request(work, request, R.HELD, expect=R.DECIDING, order_pk=order.id,
                      reason=f"cannot compose: {exc}"[:500], **stamp)
         return R.HELD

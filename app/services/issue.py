@@ -11,13 +11,14 @@ query by serial, never a resend. The decide job sends what it composed the same 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
 from app.engine.clock import utcnow
@@ -34,7 +35,9 @@ from app.services.issuing_control import pause, pause_status, record_streak
 from app.services.outcome import Outcome
 from app.services.transitions import move_invoice
 from app.services.unit_of_work import UnitOfWork, unit_of_work
-from app.settings import Settings
+from app.settings import Settings, Timing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,9 +83,9 @@ def issue_invoices(invoice_ids: Iterable[int], settings: Settings, now: datetime
     ids = [int(i) for i in invoice_ids]
     now = now or utcnow()
     try:
-        outcome, claims = _claim(ids, now, batched=True)
+        outcome, claims = _claim(ids, now, settings.timing, batched=True)
     except InvalidTransition:  # another worker claimed one of them first: item by item
-        outcome, claims = _claim(ids, now, batched=False)
+        outcome, claims = _claim(ids, now, settings.timing, batched=False)
     if claims:
         sent = sender(claims) if sender is not None else send(claims, settings)
         if sent is not None:
@@ -90,7 +93,7 @@ def issue_invoices(invoice_ids: Iterable[int], settings: Settings, now: datetime
     return outcome
 
 
-def _claim(ids: list[int], now: datetime, *, batched: bool) -> tuple[Outcome, list[Claim]]:
+def _claim(ids: list[int], now: datetime, timing: Timing, *, batched: bool) -> tuple[Outcome, list[Claim]]:
     outcome = Outcome()
     claims: list[Claim] = []
     with unit_of_work(batched=batched) as work, work.session.no_autoflush:
@@ -106,7 +109,11 @@ def _claim(ids: list[int], now: datetime, *, batched: bool) -> tuple[Outcome, li
                 outcome.bump("skipped")
                 continue
             retry = invoice.status == I.RETRY_READY
-            request = IssueRequest.from_draft_invoice(invoice.serial_no, invoice_document(invoice))
+            try:
+                request = IssueRequest.from_draft_invoice(invoice.serial_no, invoice_document(invoice))
+            except Exception as exc:  # a stored invoice that cannot be sent: it alone, never in a loop
+                outcome.bump(_unsendable(work, invoice, exc, timing, batched=batched))
+                continue
             seller_id = invoice.seller_entity_id
             if seller_id not in sellers:
                 sellers[seller_id] = session.get(SellerEntity, seller_id) if seller_id else None
@@ -121,6 +128,25 @@ def _claim(ids: list[int], now: datetime, *, batched: bool) -> tuple[Outcome, li
                 continue
             claims.append(Claim(invoice.id, request, sellers[seller_id], retry))
     return outcome, claims
+
+
+def _unsendable(work: UnitOfWork, invoice: Invoice, exc: Exception, timing: Timing, *, batched: bool) -> str:
+    """A stored invoice that cannot be sent (never sent, so safely ``failed``, with its request);
+    a 重试 of one waits for a person instead of coming round again at every tick."""
+    log.exception("invoice %s cannot be sent", invoice.id)
+    reason = f"cannot be sent: {type(exc).__name__}: {exc}"
+    try:
+        if invoice.status == I.READY:
+            Recorder(work, timing).fail(invoice.id, reason, expect=I.READY)
+            return "failed"
+        work.session.execute(update(Invoice).where(Invoice.id == invoice.id, Invoice.status == invoice.status)
+                             .values(next_attempt_at=utcnow() + timing.max_backoff)
+                             .execution_options(synchronize_session=False))
+        return "unsendable"
+    except InvalidTransition:
+        if batched:
+            raise
+        return "raced"
 
 
 def send(claims: list[Claim], settings: Settings, *, settle: float = 0.0) -> Outcome:
