@@ -13,11 +13,10 @@ from decimal import InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from app.engine.contract import Order, build_order
 from app.errors import Problem, ValidationFailed
 from app.rules.decision import Decision, build_decision
+from app.rules.document import parse_document
 from app.rules.engine import get_evaluator
 from app.rules.facts import build_fact, deadline_at, order_times
 from app.rules.validate import ParsedRule, ParsedRuleSet, parse_ruleset
@@ -84,15 +83,16 @@ def rules_dir() -> Path:
 
 
 def load_ruleset_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a rule-set document from JSON or YAML (not validated: see validate_ruleset)."""
+    """Read a rule-set document from JSON or YAML as the editor reads it (not validated: see
+    validate_ruleset)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-        doc = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+    except (OSError, ValueError) as exc:
         raise ValidationFailed(Problem(str(p), "bad_file", f"cannot read rule set: {exc}")) from exc
-    if not isinstance(doc, dict):
-        raise ValidationFailed(Problem(str(p), "bad_file", "a rule-set file holds one object"))
+    doc, problems = parse_document(text)
+    if doc is None:
+        raise ValidationFailed([Problem(f"{p.name}:{q.path}", q.code, q.message) for q in problems])
     return doc
 
 
