@@ -125,6 +125,16 @@ class SecureModelView(SecureMixin, ModelView):
     column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: _beijing}
     # Roles that may change rows (others in ``roles`` only read).
     edit_roles: tuple[str, ...] = ()
+    # What the view allows at all, for ``edit_roles`` (and admin); ordinary class attributes,
+    # so a base class (LedgerView) decides for its subclasses unless they say otherwise.
+    allow_create: bool = True
+    allow_edit: bool = True
+    allow_delete: bool = False
+
+    # The endpoints a permission guards; a refused one answers 403 (Flask-Admin itself would
+    # only redirect from some and not check others).
+    GUARDED_ENDPOINTS = {"create_view": "can_create", "edit_view": "can_edit", "ajax_update": "can_edit",
+                         "delete_view": "can_delete", "action_view": "can_delete"}
 
     def __init__(self, model: type, **kwargs: Any) -> None:
         super().__init__(model, db.session, **kwargs)
@@ -134,15 +144,24 @@ class SecureModelView(SecureMixin, ModelView):
 
     @property
     def can_create(self) -> bool:
-        return self._may_edit() and self.__class__.__dict__.get("allow_create", True)
+        return self.allow_create and self._may_edit()
 
     @property
     def can_edit(self) -> bool:
-        return self._may_edit() and self.__class__.__dict__.get("allow_edit", True)
+        return self.allow_edit and self._may_edit()
 
     @property
     def can_delete(self) -> bool:
-        return self._may_edit() and self.__class__.__dict__.get("allow_delete", False)
+        return self.allow_delete and self._may_edit()
+
+    def _handle_view(self, name: str, **kwargs: Any) -> Any:
+        refused = super()._handle_view(name, **kwargs)
+        if refused is not None:
+            return refused
+        permission = self.GUARDED_ENDPOINTS.get(name)
+        if permission is not None and not getattr(self, permission):
+            abort(403)
+        return None
 
     def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:
         changed = {f.name: str(f.data)[:200] for f in form if f.name != "csrf_token" and f.name not in self._secret_fields()}
@@ -168,10 +187,20 @@ class SecureModelView(SecureMixin, ModelView):
 
 
 class LedgerView(SecureModelView):
-    """Read-only; the database refuses edits too (app/guards.py)."""
+    """Read-only for every role, admin included; the database refuses edits too (app/guards.py)."""
 
     allow_create = False
     allow_edit = False
     allow_delete = False
     can_export = True
     column_default_sort = ("id", True)
+
+    # Behind the 403 of the endpoints (SecureModelView._handle_view): nothing reaches a write.
+    def create_model(self, form: Any) -> Any:
+        abort(403)
+
+    def update_model(self, form: Any, model: Any) -> Any:
+        abort(403)
+
+    def delete_model(self, model: Any) -> Any:
+        abort(403)
