@@ -85,11 +85,23 @@ class Settings:
     sender_threads: int = 16  # per worker process: provider calls run beside the jobs (app/jobs/sender.py)
     # The largest request body (and form field) accepted: 1000 orders of a batch fit in 4 MB.
     max_request_bytes: int = 4 * 1024 * 1024
+    # Migrations connect as the owner of the tables; the application (database_url) as a role
+    # that owns nothing (app/guards.py grant_app_role). None: migrations use database_url.
+    migration_database_url: str | None = None
+    # The role migrations grant the application's rights to; None: the user of database_url
+    # when migrations connect as another user (app.migrate.app_role).
+    database_app_role: str | None = None
+    # Signs each ledger checkpoint line (app/ledger.py); kept out of the database.
+    ledger_hmac_key: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def migration_url(self) -> str:
+        return self.migration_database_url or self.database_url
 
     @staticmethod
     def database_url_from_env(instance_path: Path | None = None) -> str:
@@ -118,5 +130,8 @@ class Settings:
             timing=Timing.from_env(),
             sender_threads=int(_env("SENDER_THREADS", "16") or 16),
             max_request_bytes=int(_env("MAX_REQUEST_BYTES", str(4 * 1024 * 1024)) or 4 * 1024 * 1024),
+            migration_database_url=_env("MIGRATION_DATABASE_URL"),
+            database_app_role=_env("DATABASE_APP_ROLE"),
+            ledger_hmac_key=_env("LEDGER_HMAC_KEY"),
             extra=extra,
         )

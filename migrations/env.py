@@ -17,7 +17,16 @@ def _url() -> str:
         return url
     from app.settings import Settings
 
-    return Settings.from_env().database_url
+    return Settings.from_env().migration_url
+
+
+def _app_role() -> str | None:
+    if "app_role" in config.attributes:
+        return config.attributes["app_role"]
+    from app.migrate import app_role
+    from app.settings import Settings
+
+    return app_role(Settings.from_env())
 
 
 def _render_item(type_, obj, autogen_context):
@@ -67,6 +76,13 @@ def _run(connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        role = _app_role()
+        if role and connection.dialect.name == "postgresql":
+            # The application's role owns nothing: it gets its rights on every table anew
+            # after each upgrade (and downgrade), so tables added later are covered.
+            from app.guards import grant_app_role
+
+            grant_app_role(connection, role)
 
 
 if context.is_offline_mode():

@@ -7,6 +7,12 @@ One environment variable switches the database: ``KAIPIAO_TEST_DATABASE_URL`` (e
 Every test that asks for ``db_url`` gets a fresh database at the migration head: on SQLite a
 copy of a migrated template file, on PostgreSQL the migrated schema with every table emptied.
 Commits are real, so tests can use worker processes.
+
+On PostgreSQL the roles are those of production: ``KAIPIAO_TEST_DATABASE_URL`` is the owner
+(it creates the database, runs the migrations: ``owner_url``) and the application connects as
+``KAIPIAO_TEST_DATABASE_APP_ROLE`` (default ``kaipiao_app``, created when missing, password
+``KAIPIAO_TEST_DATABASE_APP_PASSWORD`` if the server wants one): ``db_url`` is that role's URL,
+so the tests run with its real privileges. On SQLite both are the same file.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from app.settings import Settings
 
 TEST_DB_URL = os.environ.get("KAIPIAO_TEST_DATABASE_URL") or ""
 TEST_REDIS_URL = os.environ.get("KAIPIAO_TEST_REDIS_URL") or ""
+TEST_APP_ROLE = os.environ.get("KAIPIAO_TEST_DATABASE_APP_ROLE") or "kaipiao_app"
 
 
 def pytest_report_header(config) -> list[str]:
@@ -47,6 +54,7 @@ def _postgres_url() -> Iterator[str]:
     name = f"kaipiao_test_{os.getpid()}"
     admin = kdb.make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
+        _ensure_role(conn, TEST_APP_ROLE)
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = base.set(database=name).render_as_string(hide_password=False)
@@ -59,14 +67,35 @@ def _postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+def _ensure_role(conn, role: str) -> None:
+    """The application role (no ownership, no superuser), created on first use; several test
+    runs may race to create it."""
+    from sqlalchemy.exc import DBAPIError
+
+    if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar():
+        return
+    try:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE'))
+    except DBAPIError:
+        if not conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar():
+            raise
+
+
+def _app_url(owner_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    password = os.environ.get("KAIPIAO_TEST_DATABASE_APP_PASSWORD") or None
+    return make_url(owner_url).set(username=TEST_APP_ROLE, password=password).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
 def _migrated_template(request, tmp_path_factory) -> str:
-    """Migrate once per test session; per-test databases start from this."""
+    """Migrate once per test session, as the owner; per-test databases start from this."""
     from app.migrate import upgrade
 
     if TEST_DB_URL:
         url = request.getfixturevalue("_postgres_url")
-        upgrade(url)
+        upgrade(url, app_role=TEST_APP_ROLE)
         return url
     path = tmp_path_factory.mktemp("template") / "template.sqlite3"
     upgrade(f"sqlite:///{path}")
@@ -79,15 +108,24 @@ def _truncate_all(url: str) -> None:
     engine = kdb.make_engine(url)
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
+        # The ledgers refuse TRUNCATE (app/guards.py); a superuser's replica role skips triggers.
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
 
 
 @pytest.fixture
+def owner_url(db_url: str, _migrated_template: str) -> str:
+    """The same database as the owner of its tables (migrations, tampering as a DBA would)."""
+    return _migrated_template if TEST_DB_URL else db_url
+
+
+@pytest.fixture
 def db_url(_migrated_template: str, tmp_path: Path) -> Iterator[str]:
+    """The application's URL (on PostgreSQL the app role, which owns nothing)."""
     if TEST_DB_URL:
-        url = _migrated_template
-        _truncate_all(url)
+        _truncate_all(_migrated_template)
+        url = _app_url(_migrated_template)
     else:
         target = tmp_path / "kaipiao.sqlite3"
         shutil.copyfile(_migrated_template, target)
@@ -98,7 +136,7 @@ def db_url(_migrated_template: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str, redis_url: str) -> Settings:
+def settings(tmp_path: Path, db_url: str, owner_url: str, redis_url: str) -> Settings:
     from app.jobs import queues
 
     instance = tmp_path / "instance"
@@ -110,6 +148,7 @@ def settings(tmp_path: Path, db_url: str, redis_url: str) -> Settings:
         secret_key="test-secret-key-not-for-production",
         encryption_key="test-encryption-key",
         cookie_secure=False,
+        migration_database_url=owner_url if owner_url != db_url else None,
     )
     # Work queued after a commit anywhere in this process goes to the test's Redis.
     queues.configure(test_settings)

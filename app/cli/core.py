@@ -26,19 +26,23 @@ def db_group() -> None:
 @click.option("--revision", default="head")
 @with_appcontext
 def db_upgrade(revision: str) -> None:
-    from app.migrate import upgrade
+    from app.migrate import app_role, upgrade
 
-    upgrade(current_app.config["DATABASE_URL"], revision)
-    click.echo(f"database at {revision}: {_redacted(current_app.config['DATABASE_URL'])}")
+    settings = _settings()
+    role = app_role(settings)
+    upgrade(settings.migration_url, revision, role)
+    granted = f" (rights granted to {role})" if role else ""
+    click.echo(f"database at {revision}: {_redacted(settings.migration_url)}{granted}")
 
 
 @db_group.command("downgrade")
 @click.option("--revision", default="-1")
 @with_appcontext
 def db_downgrade(revision: str) -> None:
-    from app.migrate import downgrade
+    from app.migrate import app_role, downgrade
 
-    downgrade(current_app.config["DATABASE_URL"], revision)
+    settings = _settings()
+    downgrade(settings.migration_url, revision, app_role(settings))
 
 
 @db_group.command("current")
@@ -46,7 +50,7 @@ def db_downgrade(revision: str) -> None:
 def db_current() -> None:
     from app.migrate import current
 
-    click.echo(current(current_app.config["DATABASE_URL"]) or "(empty)")
+    click.echo(current(_settings().migration_url) or "(empty)")
 
 
 @click.group("users")

@@ -16,7 +16,7 @@ from flask import Flask
 
 from app import db
 from app.jobs.processes import Children, kaipiao_cmd
-from app.migrate import upgrade
+from app.migrate import app_role, upgrade
 from app.redis_conn import redis_url
 
 
@@ -34,7 +34,7 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orde
     logs.mkdir(parents=True, exist_ok=True)
     url = app.config["DATABASE_URL"]
     click.echo(f"• database: {'SQLite file ' + url.split('///', 1)[-1] if url.startswith('sqlite') else 'PostgreSQL'}")
-    upgrade(url)
+    upgrade(settings.migration_database_url or url, app_role=app_role(settings))  # as the owner
     click.echo("• schema migrated to head")
     rurl = redis_url(settings)
     click.echo(f"• redis: {'embedded ' if not settings.redis_url else ''}{rurl}")

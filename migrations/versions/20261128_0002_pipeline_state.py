@@ -6,7 +6,7 @@ Create Date: 2026-11-28
 """
 from alembic import op
 
-from app.guards import create_guards
+from app.guards import GUARDED_V1, create_guards
 import sqlalchemy as sa
 
 revision = '0002'
@@ -41,7 +41,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('document_hash', sa.String(length=64), nullable=False, server_default=''))
 
     # ### end Alembic commands ###
-    create_guards(op)  # batch mode may rebuild tables; guards must survive
+    create_guards(op, GUARDED_V1)  # batch mode may rebuild tables; guards must survive
 
 
 def downgrade() -> None:

@@ -6,7 +6,7 @@ Create Date: 2026-11-28
 """
 from alembic import op
 
-from app.guards import create_guards
+from app.guards import GUARDED_V1, create_guards
 import sqlalchemy as sa
 
 
@@ -27,7 +27,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('queued_at', sa.DateTime(timezone=True), nullable=True))
 
     # ### end Alembic commands ###
-    create_guards(op)  # batch mode may rebuild tables; guards must survive
+    create_guards(op, GUARDED_V1)  # batch mode may rebuild tables; guards must survive
 
 
 def downgrade() -> None:

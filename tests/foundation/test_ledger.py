@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
+from app import db as kdb
 from app import ledger
 from app.guards import GUARDED
 from app.models import InvoiceEvent
@@ -33,34 +34,36 @@ def test_seal_and_verify(db_session):
     assert seqs == list(range(1, 9))
 
 
-def test_database_refuses_rewriting_history(db_session):
+def test_database_refuses_rewriting_history(db_session, owner_url):
     _events(db_session, 2)
     ledger.seal(db_session)
     db_session.commit()
-    with pytest.raises(DatabaseError, match="append-only"):
-        db_session.execute(text("UPDATE invoice_event SET to_state = 'forged' WHERE id = 1"))
-        db_session.commit()
-    db_session.rollback()
+    # The triggers refuse even the owner (the app role lacks the right: test_db_roles.py).
+    engine = kdb.make_engine(owner_url)
+    with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
+        conn.execute(text("UPDATE invoice_event SET to_state = 'forged' WHERE id = 1"))
+    engine.dispose()
 
 
-def test_verify_detects_tampering_that_bypassed_the_guards(db_session):
+def test_verify_detects_tampering_that_bypassed_the_guards(db_session, owner_url):
     _events(db_session, 4)
     ledger.seal(db_session)
     db_session.commit()
-    # Simulate someone with DDL rights dropping the guard, editing a row and restoring it.
-    dialect = db_session.get_bind().dialect.name
-    if dialect == "sqlite":
-        db_session.execute(text("DROP TRIGGER invoice_event_no_update"))
-    else:
-        db_session.execute(text("ALTER TABLE invoice_event DISABLE TRIGGER invoice_event_append_only"))
-    db_session.execute(text("UPDATE invoice_event SET to_state = 'forged' WHERE chain_seq = 2"))
-    db_session.commit()
+    # Simulate someone with DDL rights (the owner) dropping the guard, editing a row and restoring it.
+    engine = kdb.make_engine(owner_url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER invoice_event_no_update"))
+        else:
+            conn.execute(text("ALTER TABLE invoice_event DISABLE TRIGGER invoice_event_append_only"))
+        conn.execute(text("UPDATE invoice_event SET to_state = 'forged' WHERE chain_seq = 2"))
+        if conn.dialect.name != "sqlite":
+            conn.execute(text("ALTER TABLE invoice_event ENABLE TRIGGER invoice_event_append_only"))
+    engine.dispose()
+    db_session.rollback()
     ok, message = ledger.verify(db_session)
     assert not ok
     assert "seq 2" in message
-    if dialect != "sqlite":
-        db_session.execute(text("ALTER TABLE invoice_event ENABLE TRIGGER invoice_event_append_only"))
-        db_session.commit()
 
 
 def test_every_ledger_table_is_guarded():
