@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "app.cli.invoicing",  # preview, tax codes
     "app.cli.rules",  # rules validate / decide
     "app.cli.jobs",  # worker, scheduler, tick, orders import/generate, dispatch
+    "app.cli.ledger",  # verify-log, seal-log
     "sandbox.tax.cli",  # sandbox-tax (the fake provider, outside app/)
 )
 

@@ -46,7 +46,7 @@ def tick() -> dict[str, Any]:
 
 
 def seal_ledger(budget_seconds: float = 30.0) -> int:
-    return ledger_sealing.seal_backlog(budget_seconds)
+    return ledger_sealing.seal_backlog(budget_seconds, queues.current_settings())
 
 
 def refresh_credit() -> bool:

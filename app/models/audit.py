@@ -1,11 +1,12 @@
-"""Admin audit log: who changed what in the back office (append-only)."""
+"""Admin audit log: who changed what in the back office (append-only, hash-chained like the
+invoice log: app/ledger.py seals each row once into ``chain_seq``/``prev_hash``/``hash``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, String
+from sqlalchemy import JSON, BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -23,3 +24,6 @@ class AdminAuditLog(Base):
     target: Mapped[str] = mapped_column(String(200))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     ip: Mapped[str | None] = mapped_column(String(45))
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -36,7 +36,8 @@ class RuleSet(Base):
 
 class RuleSetVersion(Base):
     """One immutable version. Publishing or rolling back appends a version whose
-    ``action`` says so; the published one is the newest version with ``published`` set."""
+    ``action`` says so; the published one is the newest version with ``published`` set.
+    Versions are a hash-chained ledger like the invoice log (app/ledger.py)."""
 
     __tablename__ = "rule_set_version"
 
@@ -51,6 +52,10 @@ class RuleSetVersion(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     author: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The hash chain (app/ledger.py), set once by the sealer.
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
 
     rule_set: Mapped[RuleSet] = relationship(back_populates="versions")
 

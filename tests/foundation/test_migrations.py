@@ -34,16 +34,22 @@ def _schema_diff(url: str) -> list:
     return diff
 
 
-def test_downgrade_one_step_and_back(owner_url):
+def _app_role(db_url: str, owner_url: str) -> str | None:
+    """The role the suite's application connects as, when it is not the owner (PostgreSQL)."""
+    app_user = kdb.make_url_safe(db_url).username
+    return app_user if app_user != kdb.make_url_safe(owner_url).username else None
+
+
+def test_downgrade_one_step_and_back(db_url, owner_url):
     from alembic.script import ScriptDirectory
 
     from app.migrate import alembic_config, current
 
     head = ScriptDirectory.from_config(alembic_config(owner_url)).get_revision(heads()[0])
-    downgrade(owner_url, "-1")
+    downgrade(owner_url, "-1", app_role=_app_role(db_url, owner_url))
     assert current(owner_url) == head.down_revision
     assert _schema_diff(owner_url) != []  # the last migration's changes are gone
-    upgrade(owner_url)
+    upgrade(owner_url, app_role=_app_role(db_url, owner_url))
     assert current(owner_url) == head.revision
     assert _schema_diff(owner_url) == []
 
@@ -88,4 +94,31 @@ def test_event_log_allows_sealing_once(db_url):
         conn.execute(text("UPDATE invoice_event SET chain_seq = 1, prev_hash = 'p', hash = 'h'"))
     with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
         conn.execute(text("UPDATE invoice_event SET hash = 'other'"))
+    engine.dispose()
+
+
+def test_rows_from_before_0005_are_chained_by_the_next_sealing(db_url, owner_url, db_session):
+    from app import ledger
+
+    role = _app_role(db_url, owner_url)
+    downgrade(owner_url, "0004", app_role=role)
+    engine = kdb.make_engine(owner_url)
+    with engine.begin() as conn:
+        conn.execute(text(APPEND_ONLY[0][1]))
+        conn.execute(text("INSERT INTO rule_set (name, created_at) VALUES ('r', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO rule_set_version (rule_set_id, number, action, published, document, "
+                          "document_hash, author, created_at) SELECT id, 1, 'draft', false, '{}', 'h', 'a', "
+                          "CURRENT_TIMESTAMP FROM rule_set"))
+    engine.dispose()
+    upgrade(owner_url, app_role=role)
+    assert ledger.seal(db_session) == 2
+    db_session.commit()
+    for chain in (ledger.AUDIT_LOG, ledger.RULE_VERSIONS):
+        ok, message = ledger.verify(db_session, chain)
+        assert ok and message.startswith("1 "), message
+    # Sealed once: the guards of 0005 refuse a second sealing UPDATE, as for events.
+    engine = kdb.make_engine(owner_url)
+    for table in ("admin_audit_log", "rule_set_version"):
+        with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(f"UPDATE {table} SET hash = 'other'"))
     engine.dispose()
