@@ -9,6 +9,7 @@ from flask_login import current_user
 from wtforms import PasswordField, SelectMultipleField
 
 from app.admin.base import LedgerView, SecureModelView
+from app.admin.ledger_check import LedgerCheckView
 from app.admin.operations import OperationsView
 from app.admin.rules import RulesView
 from app.models import (
@@ -196,6 +197,8 @@ def build_views() -> list[Any]:
         InvoiceView(Invoice, name=_l("Invoices"), category=flow_cat, endpoint="invoices"),
         InvoiceEventView(InvoiceEvent, name=_l("Invoice log"), category=audit_cat, endpoint="invoice_log"),
         AdminAuditLogView(AdminAuditLog, name=_l("Admin audit log"), category=audit_cat, endpoint="audit_log"),
+        LedgerCheckView(name=_l("Ledger check"), category=audit_cat, endpoint="ledger_check",
+                        url="/admin/ledger_check"),
         JobFailureView(JobFailure, name=_l("Job failures"), category=_l("Operations"), endpoint="job_failures"),
         OperationsView(name=_l("Pipeline operations"), category=_l("Operations"), endpoint="ops", url="/admin/ops"),
         UserView(User, name=_l("Users"), category=_l("Access"), endpoint="users"),
