@@ -31,7 +31,8 @@ from app.jobs.monitor import REDIS_ERRORS, redis_snapshot
 from app.models import GatewayStatus, Invoice, InvoiceRequest
 from app.services import operator_actions
 from app.services.deadlines import open_alarms
-from app.services.issuing_control import OUTAGE_THRESHOLD, SCOPE
+from app.services.issuing_control import DEFAULT_SCOPE as SCOPE
+from app.services.issuing_control import OUTAGE_THRESHOLD
 from app.services.operations_overview import (
     age,
     credit_use,

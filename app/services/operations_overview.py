@@ -18,7 +18,7 @@ from app.engine.states import ISSUED_INVOICE
 from app.engine.states import InvoiceStatus as I
 from app.engine.states import RequestStatus as R
 from app.models import GatewayStatus, Invoice, InvoiceRequest, JobFailure, Order, OutboxMessage
-from app.services.issuing_control import SCOPE
+from app.services.issuing_control import DEFAULT_SCOPE as SCOPE
 
 LIST_LIMIT = 100
 
