@@ -74,6 +74,7 @@ REFUSALS = {
     "not_held": _l("request %(id)s is %(status)s; only held requests are skipped here"),
     "not_awaiting": _l("invoice %(id)s is %(status)s; only unknown, pending or stuck issuing invoices are queried"),
     "not_paused": _l("issuing is not paused"),
+    "seller_not_paused": _l("issuing is not paused for %(seller)s"),
     "already_resolved": _l("job failure %(id)s is already resolved"),
     "no_job": _l("no job id given"),
     "not_in_registry": _l("job %(job)s is not in RQ's failed registry"),

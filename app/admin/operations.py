@@ -1,9 +1,10 @@
 """Operations console: is the job pipeline healthy, and the few levers operations pull.
 
 What the page shows comes from the database first (app.services.operations_overview: outbox
-backlog, job failures, invoice and request states, the pause switch), because that survives a
-Redis flush or outage; RQ's own view (app.jobs.monitor) is added when Redis answers and
-replaced by "Redis unreachable" when it does not: the page never fails because of Redis.
+backlog, job failures, invoice and request states, each seller entity's pause switch and
+credit), because that survives a Redis flush or outage; RQ's own view (app.jobs.monitor) is
+added when Redis answers and replaced by "Redis unreachable" when it does not: the page never
+fails because of Redis.
 
 Every lever is a POST (global CSRFProtect) that calls one service (app.services.operator_actions,
 app.jobs.failures) in a unit of work, writes the admin audit log in the same transaction,
@@ -19,7 +20,6 @@ from flask import current_app, flash, redirect, request, url_for
 from flask_admin import expose
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import select
 
 from app import db
 from app.admin.base import SecureView, audit, local_time, refusal_text
@@ -28,15 +28,16 @@ from app.engine.clock import utcnow
 from app.errors import KaipiaoError, Refused
 from app.jobs import failures
 from app.jobs.monitor import REDIS_ERRORS, redis_snapshot
-from app.models import GatewayStatus, Invoice, InvoiceRequest
+from app.models import Invoice, InvoiceRequest
 from app.services import operator_actions
 from app.services.deadlines import open_alarms
-from app.services.issuing_control import OUTAGE_THRESHOLD, SCOPE
+from app.services.issuing_control import DEFAULT_SCOPE, OUTAGE_THRESHOLD
 from app.services.operations_overview import (
     age,
     credit_use,
     failed_invoices,
     held_requests,
+    issuing_switches,
     open_job_failures,
     outbox_backlog,
     stale_outcomes,
@@ -47,7 +48,8 @@ from app.services.unit_of_work import UnitOfWork, unit_of_work
 
 
 class OperationsView(SecureView):
-    """Queues, workers, failures, stuck and held work, the pause switch, throughput, credit."""
+    """Queues, workers, failures, stuck and held work, the sellers' pause switches, throughput,
+    credit per seller entity."""
 
     roles = ("operations",)
 
@@ -58,7 +60,7 @@ class OperationsView(SecureView):
         now = utcnow()
         session = db.session()
         timing = current_app.config["KAIPIAO"].timing
-        status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == SCOPE))
+        switches = issuing_switches(session)
         snapshot = redis_snapshot()
         failures_open = open_job_failures(session)
         rq_ids = {j.job_id for j in snapshot.failed_jobs}
@@ -68,8 +70,8 @@ class OperationsView(SecureView):
         return self.render(
             "admin/ops/index.html",
             now=now,
-            pause=status if status is not None and status.paused else None,
-            failure_streak=status.failure_streak if status is not None else 0,
+            pauses=[s for s in switches if s.paused],
+            streaks=[s for s in switches if not s.paused],
             outage_threshold=OUTAGE_THRESHOLD,
             redis=snapshot,
             outbox=outbox_backlog(session, now),
@@ -115,11 +117,16 @@ class OperationsView(SecureView):
 
     @expose("/resume", methods=("POST",))
     def resume(self) -> Any:
-        def lever(work: UnitOfWork) -> str:
-            operator_actions.resume_issuing(work, actor=self._actor())
-            return _("Issuing resumed; the backlog is queued in order.")
+        """Resume one seller entity's issuing (form field ``scope``; none: the default scope)."""
+        scope = (request.form.get("scope") or DEFAULT_SCOPE).strip()[:64]
 
-        return self._act("ops.resume", f"GatewayStatus:{SCOPE}", lever, None)
+        def lever(work: UnitOfWork) -> str:
+            seller = operator_actions.resume_issuing(work, actor=self._actor(), scope=scope)
+            if seller is None:
+                return _("Issuing resumed; the backlog is queued in order.")
+            return _("Issuing resumed for %(seller)s; its backlog is queued in order.", seller=str(seller))
+
+        return self._act("ops.resume", f"GatewayStatus:{scope}", lever, None)
 
     @expose("/invoices/<int:invoice_id>/query", methods=("POST",))
     def query_invoice(self, invoice_id: int) -> Any:

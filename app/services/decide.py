@@ -4,8 +4,9 @@ received / waiting / held / skipped / failed → deciding → issuing | waiting 
 all in one transaction per batch: if the process dies half-way nothing is left in
 ``deciding``. Invoices are composed straight into ``issuing`` (their serials committed with
 them) and sent by this job right after the commit (app.services.issue.send): one hop less
-between an order's arrival and its invoice. While issuing is paused they are composed as
-``ready`` and queued instead, to drain in order on resume.
+between an order's arrival and its invoice. The invoices of a seller entity whose issuing is
+paused are composed as ``ready`` and queued instead, to drain in order when it resumes; the
+other sellers' are sent.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from app.rules import Decision, decide
 from app.rules.ruleset import deadline_for
 from app.services.context import compose_for, rules_epoch, ruleset_for, seller_for
 from app.services.issue import Claim, Sender, send
-from app.services.issuing_control import pause_status
+from app.services.issuing_control import paused_scopes, scope_of
 from app.services.outcome import Outcome
 from app.services.queueing import queue_issue
 from app.services.serials import last_generation, serial_for
@@ -54,6 +55,7 @@ class _Batch:
     now: datetime
     epoch: int  # the rule-set versions as of this batch (context.rules_epoch)
     claims: list[Claim] | None  # composed invoices go here to be sent by this job; None: queue them
+    paused: frozenset[str] = frozenset()  # sellers whose composed invoices are queued, not claimed
     composed: list[tuple[Invoice, SellerEntity, str, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -88,10 +90,10 @@ def _decide_batch(ids: list[int], now: datetime | None, *, isolate: bool, claims
     outcome = Outcome()
     with unit_of_work(batched=not isolate) as work:
         session = work.session
-        # Claim for issuing only while issuing is not paused; otherwise compose as ``ready``
-        # and let the backlog drain in order on resume.
-        batch = _Batch(work, now or utcnow(), rules_epoch(session),
-                       claims if claims is not None and not pause_status(session) else None)
+        # Claim for issuing only the invoices of sellers that are not paused (one read for the
+        # batch); a paused seller's are composed as ``ready``, to drain in order on its resume.
+        batch = _Batch(work, now or utcnow(), rules_epoch(session), claims,
+                       frozenset(paused_scopes(session)) if claims is not None else frozenset())
         # One query loads the batch (and its orders) into the identity map; the references
         # held here keep them there (the identity map is weak), with shops and sellers.
         requests = session.scalars(select(InvoiceRequest).where(InvoiceRequest.id.in_(ids))
@@ -223,7 +225,7 @@ def _compose(batch: _Batch, request: InvoiceRequest, order: Order, parsed: Parse
                              reason="replaced by the invoices of a new decision")
         generation = last_generation(session, request.id)
     count = len(draft["invoices"])
-    claiming = batch.claims is not None
+    claiming = batch.claims is not None and scope_of(seller.id) not in batch.paused
     for index, part in enumerate(draft["invoices"], start=1):
         invoice = Invoice(
             request_id=request.id, order_pk=order.id, seller_entity_id=seller.id, color="blue",
@@ -258,7 +260,7 @@ def _record_composed(batch: _Batch) -> None:
                     invoice_id=invoice.id, to_state=I.READY,
                     data={"serial_no": invoice.serial_no, "total": draft["total"],
                           "rules_version": invoice.rules_version, "part": part})
-        if batch.claims is None:
+        if batch.claims is None or invoice.status != I.ISSUING:
             queue_issue(work, invoice.id, stamp=False)
             continue
         # Inserted as ``issuing``: the log shows the step a separate claim would have made.

@@ -26,12 +26,12 @@ from app.engine.states import SENDABLE
 from app.engine.states import InvoiceStatus as I
 from app.engine.words import amount_in_words
 from app.errors import InvalidTransition
-from app.integrations.tax.base import AuthExpired, IssueRequest
+from app.integrations.tax.base import AuthExpired, IssueRequest, TaxGateway
 from app.models import Invoice, SellerEntity
 from app.services import issuing_control
 from app.services.answers import Recorder, classify_issue, classify_retry, recorded
 from app.services.context import gateway_for
-from app.services.issuing_control import pause, pause_status, record_streak
+from app.services.issuing_control import Streak, pause, paused_scopes, record_streaks, scope_of
 from app.services.outcome import Outcome
 from app.services.transitions import move_invoice
 from app.services.unit_of_work import UnitOfWork, unit_of_work
@@ -98,14 +98,22 @@ def _claim(ids: list[int], now: datetime, timing: Timing, *, batched: bool) -> t
     claims: list[Claim] = []
     with unit_of_work(batched=batched) as work, work.session.no_autoflush:
         session = work.session
-        if pause_status(session):
-            outcome.bump("paused")
-            return outcome, claims
+        paused = paused_scopes(session)  # one read per job: a paused seller's invoices stay as they are
+        held: set[str] = set()
         invoices = session.scalars(select(Invoice).where(Invoice.id.in_(ids))
                                    .options(selectinload(Invoice.lines)).order_by(Invoice.id)).all()
         sellers: dict[int | None, SellerEntity | None] = {}
         for invoice in invoices:
-            if invoice.status not in SENDABLE or (invoice.next_attempt_at and invoice.next_attempt_at > now):
+            if invoice.status not in SENDABLE:
+                outcome.bump("skipped")
+                continue
+            scope = scope_of(invoice.seller_entity_id)
+            if scope in paused:
+                if scope not in held:  # counted once per paused seller: they drain on its resume
+                    held.add(scope)
+                    outcome.bump("paused")
+                continue
+            if invoice.next_attempt_at and invoice.next_attempt_at > now:
                 outcome.bump("skipped")
                 continue
             retry = invoice.status == I.RETRY_READY
@@ -151,51 +159,26 @@ def _unsendable(work: UnitOfWork, invoice: Invoice, exc: Exception, timing: Timi
 
 def send(claims: list[Claim], settings: Settings, *, settle: float = 0.0) -> Outcome:
     """Send claimed invoices (batch calls where the provider has them), ask for the results of
-    the accepted ones, and record every answer in one transaction. A pause (login expired,
-    credit, an outage) stops the sending: what is left goes back unsent.
+    the accepted ones, and record every answer in one transaction. Each seller entity is sent
+    through its own provider account: a pause of one (its login expired, its credit exhausted,
+    its provider out) stops the sending of that seller only (what is left of it goes back
+    unsent) and pauses its switch; the other sellers' invoices in the job are sent.
 
     ``settle``: seconds the provider takes to settle an accepted invoice; the results are asked
     for that much later (the invoices stay ``issuing`` meanwhile, so a crash leaves them to the
     tick's query by serial). ``Outcome.sent_at`` says when the provider answered the sending."""
     answers: dict[int, tuple[str, Any]] = {}  # invoice id → (kind, Accepted / exception)
-    stop: tuple[str, str] | None = None  # (pause code, reason)
-    # Failed calls in a row: ``leading`` before this job's first success extend the streak
-    # recorded by earlier jobs (gateway_status.failure_streak); ``streak`` is the current run.
-    streak, leading, succeeded, last_error = 0, 0, False, None
+    stops: dict[str, tuple[str, str]] = {}  # seller scope → (pause code, reason)
+    streaks: dict[str, Streak] = {}  # seller scope → failed calls in a row seen by this job
     by_seller: dict[int | None, list[Claim]] = {}
     for claim in claims:
         by_seller.setdefault(claim.seller.id if claim.seller else None, []).append(claim)
-    for group in by_seller.values():
-        gateway = gateway_for(group[0].seller, settings)
-        for retry in (False, True):
-            members = [c for c in group if c.retry is retry]
-            # At most ten calls before a pause is heeded (a retry is one call per invoice).
-            step = 10 if retry else max(gateway.batch_size, 1) * 10
-            for start in range(0, len(members), step):
-                chunk = members[start:start + step]
-                if stop is not None:
-                    answers.update((c.invoice_id, ("unsent", None)) for c in chunk)
-                    continue
-                sent = (gateway.retry_many([c.request.serial_no for c in chunk]) if retry
-                        else gateway.issue_many([c.request for c in chunk]))
-                for claim, answer in zip(chunk, sent, strict=True):
-                    kind = classify_retry(answer) if retry else classify_issue(answer)
-                    if kind == "unsent" and stop is None:
-                        stop = ("auth_expired" if isinstance(answer, AuthExpired) else "paused", str(answer))
-                    elif kind == "credit" and stop is None:
-                        stop = ("credit", f"monthly credit (授信额度) exhausted: {answer}")
-                    elif kind == "transient":
-                        # One failed call answers for every item it carried: count calls, not items.
-                        call_error = getattr(answer, "call_error", answer)
-                        if call_error is not last_error:
-                            streak += 1
-                            leading += 0 if succeeded else 1
-                        last_error = call_error
-                        if streak >= issuing_control.OUTAGE_THRESHOLD and stop is None:
-                            stop = ("outage", f"{streak} consecutive transient failures: {answer}")
-                    elif kind == "accepted":
-                        streak, last_error, succeeded = 0, None, True
-                    answers[claim.invoice_id] = (kind, answer)
+    for seller_id, group in by_seller.items():
+        scope = scope_of(seller_id)
+        stop, streak = _send_group(group, gateway_for(group[0].seller, settings), answers)
+        if stop is not None:
+            stops[scope] = stop
+        streaks[scope] = streak
     # Ask for what was accepted once the provider should have settled it (at once for a fast
     # one), and about a retry the provider cannot do: that answer decides between the same
     # serial and a new one. Everything is then recorded together.
@@ -212,10 +195,11 @@ def send(claims: list[Claim], settings: Settings, *, settle: float = 0.0) -> Out
     retried = {c.invoice_id for c in claims if c.retry}
 
     def prepare(work: UnitOfWork) -> None:
-        outage = record_streak(work, streak if succeeded else None, leading)
-        reason = stop or (("outage", outage) if outage else None)
-        if reason is not None:
-            pause(work, *reason)
+        outages = record_streaks(work, streaks)  # one read for the job's sellers
+        for scope in sorted(streaks):
+            reason = stops.get(scope) or (("outage", outages[scope]) if scope in outages else None)
+            if reason is not None:
+                pause(work, *reason, scope=scope)
 
     def record_one(recorder: Recorder, invoice_id: int) -> str:
         kind, value = answers[invoice_id]
@@ -227,3 +211,43 @@ def send(claims: list[Claim], settings: Settings, *, settle: float = 0.0) -> Out
     if accepted:
         outcome.bump("accepted", accepted)
     return outcome
+
+
+def _send_group(group: list[Claim], gateway: TaxGateway, answers: dict[int, tuple[str, Any]]
+                ) -> tuple[tuple[str, str] | None, Streak]:
+    """Send one seller entity's claims through its provider account, their answers into
+    ``answers``; returns why to pause that seller (None: no reason) and its failed calls in a row."""
+    stop: tuple[str, str] | None = None  # (pause code, reason)
+    # Failed calls in a row: ``leading`` before this job's first success extend the streak
+    # recorded by earlier jobs (gateway_status.failure_streak); ``streak`` is the current run.
+    streak, leading, succeeded, last_error = 0, 0, False, None
+    for retry in (False, True):
+        members = [c for c in group if c.retry is retry]
+        # At most ten calls before a pause is heeded (a retry is one call per invoice).
+        step = 10 if retry else max(gateway.batch_size, 1) * 10
+        for start in range(0, len(members), step):
+            chunk = members[start:start + step]
+            if stop is not None:
+                answers.update((c.invoice_id, ("unsent", None)) for c in chunk)
+                continue
+            sent = (gateway.retry_many([c.request.serial_no for c in chunk]) if retry
+                    else gateway.issue_many([c.request for c in chunk]))
+            for claim, answer in zip(chunk, sent, strict=True):
+                kind = classify_retry(answer) if retry else classify_issue(answer)
+                if kind == "unsent" and stop is None:
+                    stop = ("auth_expired" if isinstance(answer, AuthExpired) else "paused", str(answer))
+                elif kind == "credit" and stop is None:
+                    stop = ("credit", f"monthly credit (授信额度) exhausted: {answer}")
+                elif kind == "transient":
+                    # One failed call answers for every item it carried: count calls, not items.
+                    call_error = getattr(answer, "call_error", answer)
+                    if call_error is not last_error:
+                        streak += 1
+                        leading += 0 if succeeded else 1
+                    last_error = call_error
+                    if streak >= issuing_control.OUTAGE_THRESHOLD and stop is None:
+                        stop = ("outage", f"{streak} consecutive transient failures: {answer}")
+                elif kind == "accepted":
+                    streak, last_error, succeeded = 0, None, True
+                answers[claim.invoice_id] = (kind, answer)
+    return stop, Streak(streak if succeeded else None, leading)

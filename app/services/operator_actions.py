@@ -1,9 +1,9 @@
 """What operations (and customer service) do by hand to invoices, requests and job failures:
 重试 of a failed invoice, a new decision, skipping a held request, asking the provider about an
-invoice, resuming issuing, closing a job failure. Each checks that the action makes sense now
-(``Refused`` otherwise, nothing changed) and leaves its mark in the invoice log; the caller
-writes its audit row in the same unit of work. Provider calls are made by the jobs these
-actions queue, never here.
+invoice, resuming a seller entity's issuing, closing a job failure. Each checks that the action
+makes sense now (``Refused`` otherwise, nothing changed) and leaves its mark in the invoice log;
+the caller writes its audit row in the same unit of work. Provider calls are made by the jobs
+these actions queue, never here.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from app.engine.states import REDECIDABLE_BY_HAND
 from app.engine.states import InvoiceStatus as I
 from app.engine.states import RequestStatus as R
 from app.errors import InvalidTransition, Problem, Refused
-from app.models import Invoice, InvoiceRequest, JobFailure
-from app.services.issuing_control import resume
+from app.models import Invoice, InvoiceRequest, JobFailure, SellerEntity
+from app.services.issuing_control import DEFAULT_SCOPE, resume, seller_id_of
 from app.services.queueing import queue_decision, queue_issue, queue_poll
 from app.services.transitions import move_invoice, move_request
 from app.services.unit_of_work import UnitOfWork
@@ -85,10 +85,20 @@ def query_invoice(work: UnitOfWork, invoice_id: int, settings: Settings) -> Invo
     return invoice
 
 
-def resume_issuing(work: UnitOfWork, actor: str) -> None:
-    """Operations confirm the cause of a pause is gone; the backlog drains in order."""
-    if not resume(work, actor=actor):
-        raise Refused("not_paused", "issuing is not paused")
+def resume_issuing(work: UnitOfWork, actor: str, scope: str = DEFAULT_SCOPE) -> SellerEntity | None:
+    """Operations confirm the cause of a seller entity's pause is gone (its tax-bureau login
+    renewed, its credit raised); its backlog drains in order, the other sellers' switches stay
+    as they are. Returns the seller entity (None for the default scope)."""
+    try:
+        seller_id = seller_id_of(scope)
+    except ValueError:
+        raise Refused("not_found", f"no issuing switch {scope!r}", kind="GatewayStatus", id=scope) from None
+    seller = work.session.get(SellerEntity, seller_id) if seller_id is not None else None
+    if not resume(work, actor=actor, scope=scope):
+        if seller is None:
+            raise Refused("not_paused", "issuing is not paused")
+        raise Refused("seller_not_paused", f"issuing is not paused for {seller.name}", seller=seller.name)
+    return seller
 
 
 def resolve_job_failures(work: UnitOfWork, job_id: str, resolution: str, actor: str) -> None:

@@ -1,7 +1,8 @@
-"""The periodic recovery pass (the scheduler's tick, every second): retry due work, poll
-results, recover work a stopped worker left behind, wake waiting requests, and resume issuing
-after an outage once the provider answers again. Everything it needs is in the database, so a
-flushed Redis only delays work. (The job also pushes the outbox first: app/jobs/tasks.py.)
+"""The periodic recovery pass (the scheduler's tick, every second): retry due work (but a
+paused seller's), poll results, recover work a stopped worker left behind, wake waiting
+requests, and resume a seller paused for an outage once its provider account answers again
+(each seller alone). Everything it needs is in the database, so a flushed Redis only delays
+work. (The job also pushes the outbox first: app/jobs/tasks.py.)
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from app.engine.clock import utcnow
 from app.engine.states import SENDABLE
 from app.engine.states import InvoiceStatus as I
 from app.engine.states import RequestStatus as R
-from app.models import GatewayStatus, Invoice, InvoiceRequest
-from app.services.issuing_control import SCOPE, probe, resume
+from app.models import Invoice, InvoiceRequest
+from app.services.issuing_control import paused_scopes, probe_outages, record_probes, sending_allowed
 from app.services.outcome import Outcome
 from app.services.queueing import queue_decision, queue_issue, queue_poll
 from app.services.transitions import move_invoice
@@ -25,7 +26,7 @@ from app.services.unit_of_work import unit_of_work
 from app.settings import Settings
 
 
-def _due_unqueued(statuses: Iterable[str], now: datetime, lost: datetime) -> Any:
+def _due_unqueued(statuses: Iterable[str], now: datetime, lost: datetime, *where: Any) -> Any:
     """Invoices in ``statuses`` whose next attempt is due and that no live job covers: never
     queued, queued before ``lost`` (the job must be gone), or queued before the retry time
     it is now waiting for. Oldest first, so a backlog drains in order."""
@@ -33,29 +34,27 @@ def _due_unqueued(statuses: Iterable[str], now: datetime, lost: datetime) -> Any
             .where((Invoice.next_attempt_at.is_(None)) | (Invoice.next_attempt_at <= now))
             .where(Invoice.queued_at.is_(None) | (Invoice.queued_at <= lost)
                    | (Invoice.next_attempt_at.is_not(None) & (Invoice.queued_at < Invoice.next_attempt_at)))
-            .order_by(Invoice.id).limit(2000))
+            .where(*where).order_by(Invoice.id).limit(2000))
 
 
 def tick(settings: Settings, now: datetime | None = None) -> Outcome:
     outcome = Outcome()
     timing = settings.timing
     now = now or utcnow()
+    probed = probe_outages(settings)  # provider calls, before the transaction
     with unit_of_work() as work:
         session = work.session
-        status = session.scalar(select(GatewayStatus).where(GatewayStatus.scope == SCOPE))
-        paused = status is not None and status.paused
-        if status is not None and paused and status.pause_code == "outage":
-            if probe(session, settings):
-                resume(work, actor="system:probe")
-                paused = False
+        resumed = record_probes(work, probed)  # each resumed seller's backlog is queued
+        if resumed:
+            outcome.bump("resumed", len(resumed))
+        paused = paused_scopes(session)
         lost = now - timing.requeue_after  # a job queued before this has surely run or been lost
-        if not paused:
-            # Due retries (next_attempt_at passed since the last queueing) and invoices waiting
-            # to be sent whose job was lost (queued long ago, still waiting).
-            retry = session.scalars(_due_unqueued(SENDABLE, now, lost)).all()
-            for invoice_id in retry:
-                queue_issue(work, invoice_id)
-            outcome.bump("retry_queued", len(retry))
+        # Due retries (next_attempt_at passed since the last queueing) and invoices waiting to
+        # be sent whose job was lost (queued long ago, still waiting), but for paused sellers.
+        retry = session.scalars(_due_unqueued(SENDABLE, now, lost, sending_allowed(paused))).all()
+        for invoice_id in retry:
+            queue_issue(work, invoice_id)
+        outcome.bump("retry_queued", len(retry))
         due_polls = session.scalars(_due_unqueued((I.PENDING, I.UNKNOWN), now, lost)).all()
         for invoice_id in due_polls:
             queue_poll(work, invoice_id)

@@ -19,7 +19,10 @@ Native wire (every call signed, see ``signing.native_sign``; JSON bodies, decima
     POST /v1/red-confirms             {apply_id?, blue_number, reason, lines?} -> 200 confirm
     GET  /v1/red-confirms/<confirm_id>                              -> 200 confirm
     POST /v1/red-invoices             {serial_no, blue_number, reason, lines?, confirm_id?} -> 202
-    GET  /v1/credit                                                 -> {month, limit, used, remaining}
+    GET  /v1/credit/<seller_tax_id>                                 -> {month, seller_tax_id, limit, used,
+                                                                        remaining}: that seller's account
+    GET  /v1/credit                                                 -> {month, limit, used, remaining,
+                                                                        sellers}: every seller together
     errors: {"error": {"code", "message", "permanent"}} with 400/401/403/404/409/422/429/5xx
 
 Batch calls answer one result per item, in order; an item is refused with the code the single
@@ -27,7 +30,7 @@ call would give (DUPLICATE_SERIAL, CREDIT_EXCEEDED, TAX_CODE, SPECIAL_BUYER, ...
 exactly as idempotent as the single call (a serial repeated inside a batch is a duplicate). The
 whole call is refused (the single call's error shape) for a bad signature, a replayed nonce, a
 malformed body or item (MALFORMED names it: ``invoices[3].lines[0].tax_code``), more than 50
-items, and an expired tax-bureau login. A batch is one call for fault injection (latency, 5xx,
+items, and an expired tax-bureau login (of every seller, or of a seller an item is for). A batch is one call for fault injection (latency, 5xx,
 429, timeout, unknown) except ``fail_later``, which is drawn per invoice; it is processed in one
 store transaction.
 
@@ -36,10 +39,15 @@ Nuonuo wire: ``POST /accessToken`` and ``POST /open/v1/services`` exactly as api
 one names the invoice; both must agree) -> ``{"invoiceSerialNum"}``: the body is our choice, to
 verify against Nuonuo's document (see nuonuo_protocol.M_RETRY).
 
+Each seller (tax id; the issue payload's seller, the invoice's seller for a retry or a red, the
+``userTax`` header on the Nuonuo wire) has its own monthly credit and its own tax-bureau login.
+
 Admin (no signature; the sandbox binds loopback only): ``GET|POST /admin/faults``,
-``POST /admin/renew-login``, ``POST /admin/expire-login``, ``GET /admin/state``,
-``POST /admin/red-confirms/<id>`` {"action": "confirm"|"deny"}, ``GET|POST /admin/credit``
-{"limit"?, "used"?}, ``POST /admin/revoke-tokens``.
+``POST /admin/renew-login`` and ``POST /admin/expire-login`` {"seller_tax_id"?} (without one:
+every seller), ``GET /admin/state``, ``POST /admin/red-confirms/<id>`` {"action":
+"confirm"|"deny"}, ``GET /admin/credit[?seller_tax_id=]`` and ``POST /admin/credit``
+{"limit"?, "used"?, "seller_tax_id"?} (without a seller: the default limit, every seller's use),
+``POST /admin/revoke-tokens``.
 """
 
 from __future__ import annotations
@@ -292,6 +300,10 @@ def _native_routes(app: Flask, service: SandboxService) -> None:
     @app.get("/v1/credit")
     def credit() -> Response:
         return signed("credit", lambda _f: jsonify(service.credit()))
+
+    @app.get("/v1/credit/<seller_tax_id>")
+    def seller_credit(seller_tax_id: str) -> Response:
+        return signed("credit", lambda _f: jsonify(service.credit(seller_tax_id)))
 
 
 # -------------------------------------------------------------------------------------- nuonuo
@@ -612,11 +624,11 @@ def _nuonuo_routes(app: Flask, service: SandboxService) -> None:
         result = service.retry(serial_no, fail_later=fail_later)
         return _nn_envelope(nn.OK, "开票重试提交成功", {"invoiceSerialNum": result["provider_serial"]})
 
-    def credit(_user_tax: str, _f: bool) -> Response:
+    def credit(user_tax: str, _f: bool) -> Response:
         data = content()
         if str(data.get("operateType", "1")) == "0":
             return _nn_envelope(nn.OK, "刷新请求成功", None)
-        state = service.credit()
+        state = service.credit(user_tax or None)
         return _nn_envelope(nn.OK, "成功", {"month": state["month"], "totalCreditLine": state["limit"],
                                             "usedCreditLine": state["used"],
                                             "remainingCreditLine": state["remaining"]})
@@ -678,15 +690,25 @@ def _admin_routes(app: Flask, service: SandboxService) -> None:
         except ValueError as exc:
             return admin_error(exc)
 
+    def seller_tax_id(data: Any) -> str | None:
+        value = data.get("seller_tax_id") if isinstance(data, dict) else None
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError("seller_tax_id must be a tax id")
+        return value
+
     @app.post("/admin/renew-login")
     def renew_login() -> Response:
-        service.renew_login()
-        return jsonify({"login_expired": False})
+        try:
+            return jsonify(service.renew_login(seller_tax_id(request.get_json(silent=True))))
+        except ValueError as exc:
+            return admin_error(exc)
 
     @app.post("/admin/expire-login")
     def expire_login() -> Response:
-        service.set_faults({"login_expired": True})
-        return jsonify({"login_expired": True})
+        try:
+            return jsonify(service.expire_login(seller_tax_id(request.get_json(silent=True))))
+        except ValueError as exc:
+            return admin_error(exc)
 
     @app.get("/admin/state")
     def state() -> Response:
@@ -703,10 +725,10 @@ def _admin_routes(app: Flask, service: SandboxService) -> None:
     @app.route("/admin/credit", methods=["GET", "POST"])
     def admin_credit() -> Response:
         if request.method == "GET":
-            return jsonify(service.credit())
+            return jsonify(service.credit(request.args.get("seller_tax_id") or None))
         data = request.get_json(silent=True) or {}
         try:
-            return jsonify(service.set_credit(data.get("limit"), data.get("used")))
+            return jsonify(service.set_credit(data.get("limit"), data.get("used"), seller_tax_id(data)))
         except (TypeError, ValueError) as exc:
             return admin_error(exc)
 

@@ -3,6 +3,7 @@
 Shape (``GET/POST /admin/faults``; POST merges, ``{"reset": true}`` restores the defaults)::
 
     {"login_expired": false,          # issue/red calls refused with LOGIN_EXPIRED until renew-login
+     "login_expired_sellers": [],     # the same for these sellers (tax ids) only
      "issue_delay_ms": 0,             # accepted -> pending for this long -> issued
      "confirm_delay_ms": null,        # simulated buyer confirms a 确认单 after this; null = admin only
      "timeout_sleep_ms": 2000,        # how long a "timeout" response is held back
@@ -35,12 +36,14 @@ CALL_KINDS = ("issue", "query", "red", "red_confirm", "cancel", "retry", "credit
 FAIL_LATER_KINDS = ("issue", "red", "retry")  # the calls that start an issuance
 MODES = ("none", "timeout", "error_5xx", "rate_limit", "unknown", "fail_later")
 KEY = "faults"
+LOGIN_KEYS = ("login_expired", "login_expired_sellers")  # the tax-bureau login: kept across restarts
 
 
 def default_faults(*, latency_ms: int = 0, fail_rate: float = 0.0, issue_delay_ms: int = 0,
                    confirm_delay_ms: int | None = None, timeout_sleep_ms: int = 2000) -> dict[str, Any]:
     return {
         "login_expired": False,
+        "login_expired_sellers": [],
         "issue_delay_ms": issue_delay_ms,
         "confirm_delay_ms": confirm_delay_ms,
         "timeout_sleep_ms": timeout_sleep_ms,
@@ -78,6 +81,10 @@ def merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ValueError("login_expired must be a boolean")
             out[key] = value
+        elif key == "login_expired_sellers":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError("login_expired_sellers must be a list of seller tax ids")
+            out[key] = sorted(set(value))
         elif key in ("issue_delay_ms", "timeout_sleep_ms"):
             _check_number(value, key)
             out[key] = value

@@ -6,6 +6,10 @@ native and Nuonuo wires translate into them. Rules enforced are the ones real pr
 accepted as ``pending`` and becomes ``issued`` once its delay has passed; the transition happens
 lazily on the next read, inside a write transaction, so it needs no background thread and
 survives restarts.
+
+Each seller (tax id) is its own account at the provider, as at a real one: its own monthly
+credit (授信额度: a default limit for every seller, ``credit_limits`` or the admin endpoint per
+seller) and its own tax-bureau login (expired for every seller, or for some).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import random
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -116,7 +120,8 @@ class SandboxConfig:
     issue_delay_ms: int = 0
     confirm_delay_ms: int | None = None
     timeout_sleep_ms: int = 2000
-    credit_limit: Decimal = Decimal("10000000.00")
+    credit_limit: Decimal = Decimal("10000000.00")  # each seller's monthly credit, unless in credit_limits
+    credit_limits: Mapping[str, Decimal] = field(default_factory=dict)  # seller tax id -> its own limit
     timestamp_window_s: int = 300
     channel_digit: str = "3"
     fallback_province: str = "33"
@@ -133,6 +138,8 @@ class SandboxConfig:
         values = dict(data)
         if "credit_limit" in values:
             values["credit_limit"] = base.money(values["credit_limit"])
+        if "credit_limits" in values:
+            values["credit_limits"] = {str(k): base.money(v) for k, v in dict(values["credit_limits"]).items()}
         if "db_path" in values:
             values["db_path"] = str(values["db_path"])
         if "unknown_tax_codes" in values:
@@ -384,6 +391,33 @@ def red_lines_json(lines: list[RedLine]) -> list[dict[str, Any]]:
     return [line.to_dict() for line in lines]
 
 
+# ------------------------------------------------------------------------------------- credit
+
+_LIMIT_PREFIX = "credit_limit_fen:"  # kv key of one seller's own monthly limit (fen)
+
+
+def _limit_key(seller_tax_id: str | None) -> str:
+    return f"{_LIMIT_PREFIX}{seller_tax_id}"
+
+
+def _figures(limit_fen: int, used_fen: int) -> dict[str, str]:
+    return {"limit": str(from_fen(limit_fen)), "used": str(from_fen(used_fen)),
+            "remaining": str(from_fen(max(limit_fen - used_fen, 0)))}
+
+
+def _migrate_credit(conn: sqlite3.Connection) -> None:
+    """A store from before credit was per seller kept one ``credit`` row per month: what each
+    seller used is what its accepted blue invoices hold (pending or issued; failed and
+    cancelled ones gave theirs back)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'credit'").fetchone() is None:
+        return
+    conn.execute(
+        "INSERT OR IGNORE INTO seller_credit(seller_tax_id, month, used_fen)"
+        " SELECT seller_tax_id, credit_month, SUM(gross_fen) FROM invoices"
+        " WHERE color = 'blue' AND status IN ('pending', 'issued') GROUP BY seller_tax_id, credit_month")
+    conn.execute("DROP TABLE credit")
+
+
 # ------------------------------------------------------------------------------------- service
 
 
@@ -400,11 +434,16 @@ class SandboxService:
                 timeout_sleep_ms=config.timeout_sleep_ms)
             # A restart resets injected faults to the flags, but an expired tax-bureau login stays
             # expired: restarting the provider does not log anyone back in.
-            if previous is not None and json.loads(previous).get("login_expired"):
-                defaults["login_expired"] = True
+            if previous is not None:
+                for key in faults_mod.LOGIN_KEYS:
+                    defaults[key] = json.loads(previous).get(key, defaults[key])
             faults_mod.save(conn, defaults)
             if kv_get(conn, "credit_limit_fen") is None:
                 kv_set(conn, "credit_limit_fen", str(to_fen(config.credit_limit)))
+            for seller_tax_id, limit in config.credit_limits.items():
+                if kv_get(conn, _limit_key(seller_tax_id)) is None:
+                    kv_set(conn, _limit_key(seller_tax_id), str(to_fen(limit)))
+            _migrate_credit(conn)
         # The constructing thread usually serves no requests: do not keep its connection open.
         self.store.close()
 
@@ -429,8 +468,13 @@ class SandboxService:
                 bump(conn, f"faults_injected.{kind}.{decision.mode}")
             return decision
 
-    def _check_login(self, conn: sqlite3.Connection, faults: dict[str, Any] | None = None) -> None:
-        if (faults or self._faults(conn))["login_expired"]:
+    def _check_login(self, conn: sqlite3.Connection, faults: dict[str, Any] | None = None, *,
+                     sellers: Iterable[str] = ()) -> None:
+        """Refuse the call if the tax-bureau login of every seller, or of one of ``sellers``
+        (the tax ids the call acts for), has expired."""
+        faults = faults or self._faults(conn)
+        expired = set(faults.get("login_expired_sellers") or ())
+        if faults["login_expired"] or expired.intersection(sellers):
             bump(conn, "login_expired_refusals")
             raise ProviderError("LOGIN_EXPIRED", "电子税务局登录已失效, 请开票员完成刷脸认证后重试")
 
@@ -452,19 +496,32 @@ class SandboxService:
         seq = self._next(conn, "seq.number")
         return f"{year}{province}{self.config.channel_digit}{seq:015d}"
 
-    def credit_limit_fen(self, conn: sqlite3.Connection) -> int:
-        return int(kv_get(conn, "credit_limit_fen") or to_fen(self.config.credit_limit))
+    def credit_limit_fen(self, conn: sqlite3.Connection, seller_tax_id: str | None = None) -> int:
+        """A seller's monthly limit (its own, else the default); without a seller, the default."""
+        own = kv_get(conn, _limit_key(seller_tax_id)) if seller_tax_id else None
+        return int(own or kv_get(conn, "credit_limit_fen") or to_fen(self.config.credit_limit))
 
-    def _used_fen(self, conn: sqlite3.Connection, month: str) -> int:
-        row = conn.execute("SELECT used_fen FROM credit WHERE month = ?", (month,)).fetchone()
+    def _used_fen(self, conn: sqlite3.Connection, month: str, seller_tax_id: str) -> int:
+        row = conn.execute("SELECT used_fen FROM seller_credit WHERE seller_tax_id = ? AND month = ?",
+                           (seller_tax_id, month)).fetchone()
         return 0 if row is None else int(row["used_fen"])
 
-    def _add_used(self, conn: sqlite3.Connection, month: str, fen: int) -> None:
+    def _add_used(self, conn: sqlite3.Connection, month: str, seller_tax_id: str, fen: int) -> None:
         conn.execute(
-            "INSERT INTO credit(month, used_fen) VALUES (?, ?) "
-            "ON CONFLICT(month) DO UPDATE SET used_fen = used_fen + excluded.used_fen",
-            (month, fen),
+            "INSERT INTO seller_credit(seller_tax_id, month, used_fen) VALUES (?, ?, ?) "
+            "ON CONFLICT(seller_tax_id, month) DO UPDATE SET used_fen = used_fen + excluded.used_fen",
+            (seller_tax_id, month, fen),
         )
+
+    def _take_credit(self, conn: sqlite3.Connection, month: str, seller_tax_id: str, fen: int,
+                     counter: str) -> None:
+        """Use ``fen`` of the seller's credit this month, or refuse (CREDIT_EXCEEDED)."""
+        limit, used = self.credit_limit_fen(conn, seller_tax_id), self._used_fen(conn, month, seller_tax_id)
+        if used + fen > limit:
+            bump(conn, counter)
+            raise ProviderError("CREDIT_EXCEEDED",
+                                f"本月授信额度不足: 剩余{from_fen(max(limit - used, 0))}, 本次{from_fen(fen)}")
+        self._add_used(conn, month, seller_tax_id, fen)
 
     def _settle(self, conn: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
         """pending -> issued/failed once the row's delay has passed."""
@@ -474,7 +531,7 @@ class SandboxService:
         if row["fail_code"]:
             conn.execute("UPDATE invoices SET status = 'failed' WHERE serial_no = ?", (row["serial_no"],))
             if row["color"] == "blue":
-                self._add_used(conn, row["credit_month"], -row["gross_fen"])
+                self._add_used(conn, row["credit_month"], row["seller_tax_id"], -row["gross_fen"])
             bump(conn, "failed")
         else:
             # Issued when the delay ran out (as the tax bureau would have), not when asked.
@@ -515,19 +572,19 @@ class SandboxService:
         prepared = payload if isinstance(payload, PreparedIssue) else prepare_issue(payload)
         with self.store.tx() as conn:
             faults = self._faults(conn)
-            self._check_login(conn, faults)
+            self._check_login(conn, faults, sellers=[prepared.request.seller.tax_id or ""])
             return self._issue_one(conn, prepared, fail_later=fail_later,
                                    delay_s=faults["issue_delay_ms"] / 1000)
 
     def issue_many(self, items: list[PreparedIssue]) -> list[tuple[dict[str, Any], bool] | ProviderError]:
         """Accept several blue invoices in one transaction; one answer per item, in order:
-        (result, duplicate) or the item's refusal. An expired login refuses the whole call
-        (raises). Each item is handled exactly like ``issue`` (so a serial repeated inside the
+        (result, duplicate) or the item's refusal. An expired login (of every seller, or of a
+        seller an item is for) refuses the whole call (raises). Each item is handled exactly like ``issue`` (so a serial repeated inside the
         batch is a duplicate, or DUPLICATE_SERIAL for different data); ``fail_later`` is drawn
         per item."""
         with self.store.tx() as conn:
             faults = self._faults(conn)
-            self._check_login(conn, faults)
+            self._check_login(conn, faults, sellers={item.request.seller.tax_id or "" for item in items})
             modes = faults_mod.draw_per_item(conn, "issue", self.rng, len(items))
             for mode in modes:
                 if mode != "none":
@@ -564,13 +621,7 @@ class SandboxService:
         now = self.now()
         month = self.month_of(now)
         gross_fen = to_fen(request.total)
-        limit = self.credit_limit_fen(conn)
-        used = self._used_fen(conn, month)
-        if used + gross_fen > limit:
-            bump(conn, "rejected")
-            raise ProviderError("CREDIT_EXCEEDED",
-                                f"本月授信额度不足: 剩余{from_fen(limit - used)}, 本次{request.total}")
-        self._add_used(conn, month, gross_fen)
+        self._take_credit(conn, month, request.seller.tax_id or "", gross_fen, "rejected")
         conn.execute(
             "INSERT INTO invoices (serial_no, provider_serial, color, kind, payload_hash, payload,"
             " seller_tax_id, buyer_name, buyer_tax_id, buyer_enterprise, status, accepted_at, ready_at,"
@@ -635,7 +686,7 @@ class SandboxService:
                 raise ProviderError("NOT_CANCELLABLE", f"发票状态为{row['status']}, 只能撤销开具中的请求")
             conn.execute("UPDATE invoices SET status = 'cancelled' WHERE serial_no = ?", (serial_no,))
             if row["color"] == "blue":
-                self._add_used(conn, row["credit_month"], -row["gross_fen"])
+                self._add_used(conn, row["credit_month"], row["seller_tax_id"], -row["gross_fen"])
             if row["confirm_id"]:  # the 确认单 can be used again
                 conn.execute("UPDATE red_confirms SET red_serial = NULL WHERE confirm_id = ?", (row["confirm_id"],))
             bump(conn, "cancelled")
@@ -650,8 +701,8 @@ class SandboxService:
         failure gave its credit back; a retry takes it again) or LOGIN_EXPIRED."""
         with self.store.tx() as conn:
             faults = self._faults(conn)
-            self._check_login(conn, faults)
             row = self._get(conn, serial_no)
+            self._check_login(conn, faults, sellers=[row["seller_tax_id"]] if row is not None else [])
             if row is None:
                 raise ProviderError("NOT_FOUND", f"流水号不存在: {serial_no}")
             row = self._settle(conn, row)
@@ -666,12 +717,7 @@ class SandboxService:
                 raise ProviderError("RETRY_LIMIT", f"同一流水号每天最多重试{MAX_RETRIES_PER_DAY}次: {serial_no}")
             month = self.month_of(now)
             if row["color"] == "blue":
-                limit, used = self.credit_limit_fen(conn), self._used_fen(conn, month)
-                if used + row["gross_fen"] > limit:
-                    bump(conn, "retries_refused")
-                    raise ProviderError("CREDIT_EXCEEDED", f"本月授信额度不足: 剩余{from_fen(limit - used)},"
-                                                           f" 本次{from_fen(row['gross_fen'])}")
-                self._add_used(conn, month, row["gross_fen"])
+                self._take_credit(conn, month, row["seller_tax_id"], row["gross_fen"], "retries_refused")
             else:
                 # What the red reverses is checked again: another red may have reversed the blue
                 # meanwhile (a failed red holds none of it).
@@ -689,14 +735,25 @@ class SandboxService:
             bump(conn, "retried")
             return self.row_to_result(self._get(conn, serial_no))
 
-    def credit(self) -> dict[str, Any]:
-        now = self.now()
-        month = self.month_of(now)
+    def credit(self, seller_tax_id: str | None = None) -> dict[str, Any]:
+        """This month's credit of one seller (tax id): ``{month, seller_tax_id, limit, used,
+        remaining}``. Without a seller, the whole sandbox: the default limit, what every seller
+        used together, and ``sellers``, each seller's own figures (for a sandbox with one
+        seller, its figures)."""
+        month = self.month_of(self.now())
         with self.store.read() as conn:
+            if seller_tax_id:
+                limit, used = self.credit_limit_fen(conn, seller_tax_id), self._used_fen(conn, month, seller_tax_id)
+                return {"month": month, "seller_tax_id": seller_tax_id, **_figures(limit, used)}
             limit = self.credit_limit_fen(conn)
-            used = self._used_fen(conn, month)
-        return {"month": month, "limit": str(from_fen(limit)), "used": str(from_fen(used)),
-                "remaining": str(from_fen(max(limit - used, 0)))}
+            rows = conn.execute("SELECT seller_tax_id, used_fen FROM seller_credit WHERE month = ?"
+                                " ORDER BY seller_tax_id", (month,)).fetchall()
+            own = {row["key"][len(_LIMIT_PREFIX):] for row in conn.execute(
+                "SELECT key FROM kv WHERE key LIKE ?", (_LIMIT_PREFIX + "%",))}
+            used_by = {row["seller_tax_id"]: int(row["used_fen"]) for row in rows}
+            sellers = {tax_id: _figures(self.credit_limit_fen(conn, tax_id), used_by.get(tax_id, 0))
+                       for tax_id in sorted(set(used_by) | own)}
+        return {"month": month, **_figures(limit, sum(used_by.values())), "sellers": sellers}
 
     # ---------------------------------------------------------------- red letter
 
@@ -857,7 +914,8 @@ class SandboxService:
                        "lines": None if lines is None else red_lines_json(lines)}
         digest = canonical_hash(request_key)
         with self.store.tx() as conn:
-            self._check_login(conn)
+            blue_row = conn.execute("SELECT seller_tax_id FROM invoices WHERE number = ?", (blue_number,)).fetchone()
+            self._check_login(conn, sellers=[blue_row["seller_tax_id"]] if blue_row is not None else [])
             existing = self._get(conn, serial_no)
             if existing is not None:
                 if existing["payload_hash"] == digest and existing["color"] == "red":
@@ -965,22 +1023,56 @@ class SandboxService:
             faults_mod.save(conn, updated)
             return updated
 
-    def renew_login(self) -> None:
+    def login_state(self) -> dict[str, Any]:
+        faults = self.get_faults()
+        return {key: faults[key] for key in faults_mod.LOGIN_KEYS}
+
+    def expire_login(self, seller_tax_id: str | None = None) -> dict[str, Any]:
+        """The tax-bureau login of one seller (tax id) expires, or of every seller."""
         with self.store.tx() as conn:
             faults = faults_mod.load(conn)
-            faults["login_expired"] = False
+            if seller_tax_id:
+                faults["login_expired_sellers"] = sorted({*faults["login_expired_sellers"], seller_tax_id})
+            else:
+                faults["login_expired"] = True
+            faults_mod.save(conn, faults)
+        return self.login_state()
+
+    def renew_login(self, seller_tax_id: str | None = None) -> dict[str, Any]:
+        """A seller (tax id) renewed its login (face authentication); without one, every seller.
+        One seller cannot renew while every seller's login is expired: renew them all."""
+        with self.store.tx() as conn:
+            faults = faults_mod.load(conn)
+            if seller_tax_id and faults["login_expired"]:
+                raise ValueError("every seller's login is expired: renew without seller_tax_id")
+            if seller_tax_id:
+                faults["login_expired_sellers"] = [t for t in faults["login_expired_sellers"] if t != seller_tax_id]
+            else:
+                faults["login_expired"], faults["login_expired_sellers"] = False, []
             faults_mod.save(conn, faults)
             bump(conn, "login_renewals")
+        return self.login_state()
 
-    def set_credit(self, limit: Any = None, used: Any = None) -> dict[str, Any]:
+    def set_credit(self, limit: Any = None, used: Any = None, seller_tax_id: str | None = None) -> dict[str, Any]:
+        """Set one seller's monthly limit and this month's use (临时调增, a reset). Without a
+        seller: ``limit`` becomes every seller's (their own limits dropped), ``used`` this
+        month's use of every seller that has used credit this month."""
+        limit_fen = None if limit is None else to_fen(base.money(limit))
+        used_fen = None if used is None else to_fen(base.money(used))
+        month = self.month_of(self.now())
         with self.store.tx() as conn:
-            if limit is not None:
-                kv_set(conn, "credit_limit_fen", str(to_fen(base.money(limit))))
-            if used is not None:
-                month = self.month_of(self.now())
-                conn.execute("INSERT INTO credit(month, used_fen) VALUES (?, ?) ON CONFLICT(month) DO UPDATE"
-                             " SET used_fen = excluded.used_fen", (month, to_fen(base.money(used))))
-        return self.credit()
+            if limit_fen is not None and seller_tax_id:
+                kv_set(conn, _limit_key(seller_tax_id), str(limit_fen))
+            elif limit_fen is not None:
+                kv_set(conn, "credit_limit_fen", str(limit_fen))
+                conn.execute("DELETE FROM kv WHERE key LIKE ?", (_LIMIT_PREFIX + "%",))
+            if used_fen is not None and seller_tax_id:
+                conn.execute("INSERT INTO seller_credit(seller_tax_id, month, used_fen) VALUES (?, ?, ?)"
+                             " ON CONFLICT(seller_tax_id, month) DO UPDATE SET used_fen = excluded.used_fen",
+                             (seller_tax_id, month, used_fen))
+            elif used_fen is not None:
+                conn.execute("UPDATE seller_credit SET used_fen = ? WHERE month = ?", (used_fen, month))
+        return self.credit(seller_tax_id)
 
     def state(self) -> dict[str, Any]:
         with self.store.read() as conn:

@@ -62,9 +62,11 @@ CREATE TABLE IF NOT EXISTS red_confirms (
     confirm_at   REAL,                       -- when the simulated buyer confirms (NULL: admin only)
     red_serial   TEXT                        -- the red invoice that used it
 );
-CREATE TABLE IF NOT EXISTS credit (
-    month     TEXT PRIMARY KEY,
-    used_fen  INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS seller_credit (  -- 授信额度 used, per seller (tax id) and Beijing month
+    seller_tax_id TEXT NOT NULL,
+    month         TEXT NOT NULL,
+    used_fen      INTEGER NOT NULL,
+    PRIMARY KEY (seller_tax_id, month)
 );
 CREATE TABLE IF NOT EXISTS nonces (
     app_key TEXT NOT NULL,

@@ -29,7 +29,8 @@ from app.models import (
     OutboxMessage,
 )
 from app.services import operations_overview as overview
-from tests.factories import gen_order_doc, gen_shop
+from app.services.issuing_control import scope_of
+from tests.factories import gen_merchant, gen_order_doc, gen_seller, gen_shop
 
 URL = "/admin/ops/"
 _seq = itertools.count(1)
@@ -60,7 +61,7 @@ def make_request(session, status: str = "received", *, reason: str | None = None
 
 def make_invoice(session, status: str, *, request: InvoiceRequest | None = None, color: str = "blue",
                  total: str = "113.00", issued_at: datetime | None = None, updated_at: datetime | None = None,
-                 failure_reason: str | None = None) -> Invoice:
+                 failure_reason: str | None = None, seller_entity_id: int | None = None) -> Invoice:
     request = request or make_request(session, "issuing")
     total_d = Decimal(total)
     tax = (total_d * Decimal("0.13") / Decimal("1.13")).quantize(Decimal("0.01"))
@@ -69,7 +70,7 @@ def make_invoice(session, status: str, *, request: InvoiceRequest | None = None,
         serial_no=f"KP{next(_seq):018d}", buyer={"title_type": "personal", "name": "个人"},
         seller={"name": "测试商户有限公司", "tax_id": "91110000600037341L"},
         total_amount=total_d - tax, total_tax=tax, total=total_d, issued_at=issued_at,
-        failure_reason=failure_reason, updated_at=updated_at or utcnow(),
+        failure_reason=failure_reason, updated_at=updated_at or utcnow(), seller_entity_id=seller_entity_id,
     )
     session.add(invoice)
     session.flush()
@@ -428,6 +429,95 @@ def test_pause_banner_and_resume(client, ops, db_session):
     assert len(audit_rows(db_session, "ops.resume")) == 1
 
 
+def _two_sellers(session):
+    first = gen_seller(session, gen_merchant(session, "甲商户"), name="甲销售有限公司", tax_id="91110000600037341L")
+    second = gen_seller(session, gen_merchant(session, "乙商户"), name="乙销售有限公司", tax_id="91310000MA1FL0000N")
+    return first, second
+
+
+def _banner(html: str, scope: str) -> str:
+    start = html.index(f'data-scope="{scope}"')
+    return html[start:html.index("</form>", start)]
+
+
+def test_each_paused_seller_entity_has_its_own_banner_and_resume(client, ops, db_session):
+    first, second = _two_sellers(db_session)
+    db_session.add_all([
+        GatewayStatus(scope=scope_of(first.id), paused=True, pause_code="credit",
+                      pause_reason="monthly credit (授信额度) exhausted", paused_at=utcnow() - timedelta(hours=3)),
+        GatewayStatus(scope=scope_of(second.id), paused=True, pause_code="auth_expired", pause_reason=PAUSE_REASON,
+                      paused_at=utcnow() - timedelta(minutes=42))])
+    first_ready = make_invoice(db_session, "ready", seller_entity_id=first.id)
+    make_invoice(db_session, "ready", seller_entity_id=second.id)
+    db_session.commit()
+    html = client.get(URL).text
+    banner = _banner(html, scope_of(first.id))
+    assert "Issuing is paused for 甲销售有限公司" in banner and "91110000600037341L" in banner and "甲商户" in banner
+    assert "授信额度" in banner and "3 hours" in banner and f'name="scope" value="{scope_of(first.id)}"' in banner
+    banner = _banner(html, scope_of(second.id))
+    assert "乙销售有限公司" in banner and PAUSE_REASON in banner and "42 minutes" in banner
+    assert html.index(scope_of(first.id)) < html.index(scope_of(second.id))  # longest paused first
+
+    response = client.post(URL + "resume", data={"scope": scope_of(first.id)}, follow_redirects=True)
+    assert "Issuing resumed for 甲销售有限公司 (91110000600037341L)" in response.text
+    assert "Issuing is paused for 甲销售有限公司" not in response.text and "Issuing is paused for 乙" in response.text
+    fresh(db_session)
+    switches = {s.scope: s for s in db_session.scalars(select(GatewayStatus))}
+    assert switches[scope_of(first.id)].paused is False and switches[scope_of(first.id)].resumed_by == ops.username
+    assert switches[scope_of(second.id)].paused is True
+    # Only that seller's backlog is queued.
+    assert [(m.func, m.args) for m in db_session.scalars(select(OutboxMessage))] == [("issue_invoices", [first_ready.id])]
+    assert [a.target for a in audit_rows(db_session, "ops.resume")] == [f"GatewayStatus:{scope_of(first.id)}"]
+
+    again = client.post(URL + "resume", data={"scope": scope_of(first.id)}, follow_redirects=True)
+    assert "issuing is not paused for 甲销售有限公司" in again.text
+    bogus = client.post(URL + "resume", data={"scope": "everyone"}, follow_redirects=True)
+    assert "GatewayStatus everyone does not exist" in bogus.text
+    assert len(audit_rows(db_session, "ops.resume")) == 1
+
+
+def test_switches_of_deleted_or_unknown_sellers_do_not_break_the_page(client, ops, db_session):
+    db_session.add_all([GatewayStatus(scope="seller:999", paused=True, pause_code="credit", pause_reason="x",
+                                      paused_at=utcnow()),
+                        GatewayStatus(scope="legacy-account", paused=True, pause_code="outage", pause_reason="y",
+                                      paused_at=utcnow(), credit_remaining=Decimal("1.00"))])
+    db_session.commit()
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert "Issuing is paused for Seller entity 999 (deleted)" in response.text
+    assert "Issuing is paused for <code>legacy-account</code>" in response.text
+    refused = client.post(URL + "resume", data={"scope": "legacy-account"}, follow_redirects=True)
+    assert "GatewayStatus legacy-account does not exist" in refused.text
+    resumed = client.post(URL + "resume", data={"scope": "seller:999"}, follow_redirects=True)
+    assert "Issuing resumed; the backlog is queued in order." in resumed.text
+    assert "Seller entity 999 (deleted)" not in resumed.text.split("Monthly credit per seller entity")[0]
+
+
+def test_pause_and_resume_speak_chinese(client, login, db_session, redis_url):
+    first, _ = _two_sellers(db_session)
+    db_session.add(GatewayStatus(scope=scope_of(first.id), paused=True, pause_code="credit", pause_reason="x",
+                                 paused_at=utcnow()))
+    db_session.commit()
+    login("operations")
+    html = client.get(URL).text
+    assert "甲销售有限公司" in html and "的开票已暂停" in html and "其他销售方主体照常开票" in html
+    response = client.post(URL + "resume", data={"scope": scope_of(first.id)}, follow_redirects=True)
+    assert "已恢复 甲销售有限公司 (91110000600037341L) 的开票，其积压任务已按顺序排队。" in response.text
+    again = client.post(URL + "resume", data={"scope": scope_of(first.id)}, follow_redirects=True)
+    assert "甲销售有限公司 的开票未暂停" in again.text
+
+
+def test_failed_calls_in_a_row_are_shown_per_seller_entity(client, ops, db_session):
+    first, second = _two_sellers(db_session)
+    db_session.add_all([GatewayStatus(scope=scope_of(first.id), failure_streak=2),
+                        GatewayStatus(scope=scope_of(second.id), failure_streak=0)])
+    db_session.commit()
+    html = client.get(URL).text
+    warning = html[html.index(f'class="alert alert-warning failure-streak" role="status" data-scope="{scope_of(first.id)}"'):]
+    assert "甲销售有限公司" in warning[:600] and "The last 2 calls to the tax provider failed" in warning[:600]
+    assert f'data-scope="{scope_of(second.id)}"' not in html
+
+
 # ---------------------------------------------------------------------- throughput and credit
 
 NOW = datetime(2026, 5, 20, 10, 30, 15, tzinfo=UTC)  # 18:30:15 in Shanghai
@@ -517,6 +607,38 @@ def test_monthly_credit_in_shanghai_time(client, login, redis_url, db_session):
     card = _page_at(client, login, NOW)
     card = card[card.index('id="credit"'):]
     assert "¥351.00" in card and "¥12,345.67" in card and "05-20 10:00" in card  # checked at, Shanghai time
+
+
+def test_monthly_credit_per_seller_entity(client, login, redis_url, db_session):
+    first, second = _two_sellers(db_session)
+    request = make_request(db_session, "issued")
+    in_may = datetime(2026, 5, 19, tzinfo=UTC)
+    make_invoice(db_session, "issued", request=request, total="100.00", issued_at=in_may, seller_entity_id=first.id)
+    make_invoice(db_session, "issued", request=request, total="250.50", issued_at=in_may, seller_entity_id=first.id)
+    make_invoice(db_session, "issued", request=request, total="40.00", issued_at=in_may, seller_entity_id=second.id)
+    make_invoice(db_session, "issued", request=request, total="999.00",  # April: not this month
+                 issued_at=datetime(2026, 4, 30, 15, 59, tzinfo=UTC), seller_entity_id=second.id)
+    db_session.add_all([
+        GatewayStatus(scope=scope_of(first.id), credit_remaining=Decimal("649.50"),
+                      credit_checked_at=datetime(2026, 5, 20, 2, 0, tzinfo=UTC)),
+        GatewayStatus(scope=scope_of(second.id), credit_remaining=Decimal("0.00"), paused=True, pause_code="credit",
+                      pause_reason="x", paused_at=NOW, credit_checked_at=datetime(2026, 5, 20, 1, 0, tzinfo=UTC))])
+    db_session.commit()
+    use = overview.credit_use(db_session, NOW)
+    assert (use.issued_total, use.issued_count) == (Decimal("390.50"), 3)
+    assert use.credit_remaining == Decimal("649.50")  # the accounts together
+    assert use.credit_checked_at == datetime(2026, 5, 20, 1, 0, tzinfo=UTC)  # the oldest answer
+    rows = [(r.seller.name, r.issued_total, r.issued_count, r.credit_remaining, r.paused) for r in use.sellers]
+    assert rows == [("乙销售有限公司", Decimal("40.00"), 1, Decimal("0.00"), True),  # paused first
+                    ("甲销售有限公司", Decimal("350.50"), 2, Decimal("649.50"), False)]
+    html = _page_at(client, login, NOW)
+    table = html[html.index('id="seller-credit"'):html.index('id="invoice-states"')]
+    first_row = table[table.index(f'data-scope="{scope_of(first.id)}"'):]
+    first_row = first_row[:first_row.index("</tr>")]
+    assert "甲销售有限公司" in first_row and "¥350.50" in first_row and "¥649.50" in first_row
+    assert "05-20 10:00" in first_row and "issuing" in first_row
+    second_row = table[table.index(f'data-scope="{scope_of(second.id)}"'):]
+    assert "¥40.00" in second_row[:second_row.index("</tr>")] and "paused" in second_row[:second_row.index("</tr>")]
 
 
 def test_month_bounds_at_year_end():

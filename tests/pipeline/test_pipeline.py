@@ -20,6 +20,7 @@ from app.jobs import outbox, queues, tasks
 from app.models import GatewayStatus, Invoice, InvoiceEvent, InvoiceRequest, OutboxMessage, Shop
 from app.services import decide, issue, issuing_control, operator_actions, poll
 from app.services.intake import ingest
+from app.services.issuing_control import scope_of
 from app.services.serials import last_generation, serial_for
 from app.services.transitions import move_invoice, move_request
 from app.services.unit_of_work import unit_of_work
@@ -399,7 +400,7 @@ def test_a_retry_waits_out_a_rate_limit_and_a_pause_in_retry_ready(shop, sandbox
     assert _invoices(request_id)[0].status == "retry_ready"
     sandbox.post("/admin/renew-login")
     with unit_of_work() as work:
-        assert issuing_control.resume(work, actor="ops")
+        assert issuing_control.resume(work, actor="ops", scope=scope_of(shop.seller_entity_id))
         queued = work.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(1)).one()
     assert (queued.func, queued.args) == ("issue_invoices", [invoice.id])  # the backlog includes retries
     with db.transaction() as session:
@@ -423,7 +424,7 @@ def test_login_expired_pauses_and_resume_drains_in_order(shop, sandbox):
     assert issue.issue_invoices(ids, S()).counts == {"paused": 1}  # nothing leaves while paused
     sandbox.post("/admin/renew-login")
     with unit_of_work() as work:
-        assert issuing_control.resume(work, actor="ops")
+        assert issuing_control.resume(work, actor="ops", scope=scope_of(shop.seller_entity_id))
     assert queues.queue("issue").count >= 1  # the backlog went back to the issue queue
     issue.issue_invoices(ids, S())
     issued = [i for r in (first, second) for i in _invoices(r)]

@@ -54,10 +54,13 @@ class SandboxGateway(TaxGateway):
     query_batch_size = BATCH_SIZE
 
     def __init__(self, base_url: str, app_key: str, app_secret: str, *, connect_timeout: float = 3.0,
-                 read_timeout: float = 10.0, session: requests.Session | None = None) -> None:
+                 read_timeout: float = 10.0, session: requests.Session | None = None,
+                 seller_tax_id: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.app_key = app_key
         self._app_secret = app_secret
+        # The seller whose account this is: the credit asked is that seller's (None: the whole sandbox's).
+        self.seller_tax_id = seller_tax_id
         self.timeout = (connect_timeout, read_timeout)
         self.session = session or requests.Session()
 
@@ -233,7 +236,8 @@ class SandboxGateway(TaxGateway):
         self._call("POST", f"/v1/invoices/{_segment(serial_no)}/cancel", {})
 
     def remaining_credit(self) -> Decimal:
-        return Decimal(self._call("GET", "/v1/credit")["remaining"])
+        path = f"/v1/credit/{_segment(self.seller_tax_id)}" if self.seller_tax_id else "/v1/credit"
+        return Decimal(self._call("GET", path)["remaining"])
 
 
 def _coded_error(code: str, message: str) -> TaxGatewayError:
@@ -284,5 +288,7 @@ def _from_credentials(value: Lookup, token_store: Any = None) -> SandboxGateway:
     if not url:
         raise ValueError("the sandbox gateway needs tax_gateway_url")
     limits = timeouts(value)
+    seller_tax_id = value("user_tax")
     return SandboxGateway(str(url), str(value("app_key")), str(value("app_secret")),
-                          connect_timeout=limits.get("connect_timeout", 3.0), read_timeout=limits.get("read_timeout", 10.0))
+                          connect_timeout=limits.get("connect_timeout", 3.0), read_timeout=limits.get("read_timeout", 10.0),
+                          seller_tax_id=str(seller_tax_id) if seller_tax_id else None)

@@ -75,10 +75,13 @@ class Sandbox:
     def counters(self) -> dict[str, int]:
         return self.admin("state")["counters"]
 
-    def gateway(self, *, read_timeout: float = 5.0) -> TaxGateway:
+    def gateway(self, *, read_timeout: float = 5.0, seller_tax_id: str | None = None) -> TaxGateway:
+        """A gateway onto the sandbox; ``seller_tax_id``: the account of that seller (native:
+        without one, the credit asked is the whole sandbox's; Nuonuo: SELLER_TAX_ID's)."""
         if self.wire == "native":
-            return SandboxGateway(self.url, APP_KEY, APP_SECRET, connect_timeout=2, read_timeout=read_timeout)
-        return NuonuoGateway(app_key=APP_KEY, app_secret=APP_SECRET, user_tax=SELLER_TAX_ID,
+            return SandboxGateway(self.url, APP_KEY, APP_SECRET, connect_timeout=2, read_timeout=read_timeout,
+                                  seller_tax_id=seller_tax_id)
+        return NuonuoGateway(app_key=APP_KEY, app_secret=APP_SECRET, user_tax=seller_tax_id or SELLER_TAX_ID,
                              services_url=f"{self.url}/open/v1/services", token_url=f"{self.url}/accessToken",
                              clerk="测试", connect_timeout=2, read_timeout=read_timeout)
 
