@@ -89,7 +89,7 @@ def refusal_text(exc: Refused) -> str:
     return str(template) % exc.params if template is not None else str(exc)
 
 
-def _beijing(view: Any, value: datetime) -> str:
+def _beijing(view: Any, value: datetime, name: str | None = None) -> str:
     # Stored in UTC; business time is Asia/Shanghai.
     return value.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S") if value.tzinfo else str(value)
 
