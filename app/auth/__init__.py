@@ -4,6 +4,9 @@
 - ``@public`` for the few endpoints anyone may call (login page, health, buyer H5 pages).
 - A ``before_request`` hook refuses any endpoint that declares neither.
 - Flask-Admin views inherit ``app.admin.base.SecureView`` whose ``roles`` default to none.
+
+A request with ``Authorization: Bearer <token>`` is that token's user (or anonymous),
+whatever cookie it carries.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, abort, g, jsonify, request
+from flask import Flask, Request, abort, g, jsonify, request
 from flask_login import LoginManager, current_user
 
 from app import db
@@ -21,7 +24,25 @@ from app.services import accounts
 
 F = TypeVar("F", bound=Callable[..., Any])
 PUBLIC = ("*public*",)
-login_manager = LoginManager()
+
+
+def _bearer_token(req: Request) -> str | None:
+    header = req.headers.get("Authorization", "")
+    return header[7:] if header.startswith("Bearer ") else None
+
+
+class _LoginManager(LoginManager):
+    def _load_user(self) -> None:
+        # A bearer request is its token's user before and instead of any cookie: Flask-Login
+        # would first apply "strong" session protection to a stray anonymous (or logged-out)
+        # session cookie and give up there, never asking the request loader; and a cookie
+        # must not stand in for a wrong token either.
+        if _bearer_token(request) is not None:
+            return self._update_request_context_with_user(self._load_user_from_request(request))
+        return super()._load_user()
+
+
+login_manager = _LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.session_protection = "strong"
 
@@ -79,11 +100,11 @@ def init_app(app: Flask) -> None:
         return user if user and user.active else None
 
     @login_manager.request_loader
-    def _load_from_token(req) -> User | None:
-        header = req.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+    def _load_from_token(req: Request) -> User | None:
+        token = _bearer_token(req)
+        if token is None:
             return None
-        user = accounts.user_for_token(db.session(), header[7:])
+        user = accounts.user_for_token(db.session(), token)
         if user is not None:
             g.kaipiao_token_auth = True
         return user
