@@ -69,6 +69,27 @@ class Timing:
         return cls(**values)
 
 
+def _seconds(name: str, default: timedelta) -> timedelta:
+    value = _env(name)
+    return default if value is None else timedelta(milliseconds=int(Decimal(value) * 1000))
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """Server-side session lifetimes (app/services/user_sessions.py)."""
+
+    session_lifetime: timedelta = timedelta(hours=12)  # a login lasts at most this long
+    session_idle_timeout: timedelta = timedelta(hours=2)  # ... and ends after this long unused
+
+    @classmethod
+    def from_env(cls) -> LoginPolicy:
+        d = cls()
+        return cls(
+            session_lifetime=_seconds("SESSION_LIFETIME", d.session_lifetime),
+            session_idle_timeout=_seconds("SESSION_IDLE_TIMEOUT", d.session_idle_timeout),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_path: Path
@@ -82,6 +103,7 @@ class Settings:
     tax_gateway_url: str = "http://127.0.0.1:8765"
     mail_url: str | None = None
     timing: Timing = field(default_factory=Timing)
+    login: LoginPolicy = field(default_factory=LoginPolicy)
     sender_threads: int = 16  # per worker process: provider calls run beside the jobs (app/jobs/sender.py)
     # The largest request body (and form field) accepted: 1000 orders of a batch fit in 4 MB.
     max_request_bytes: int = 4 * 1024 * 1024
@@ -128,6 +150,7 @@ class Settings:
             tax_gateway_url=_env("TAX_GATEWAY_URL", "http://127.0.0.1:8765") or "",
             mail_url=_env("MAIL_URL"),
             timing=Timing.from_env(),
+            login=LoginPolicy.from_env(),
             sender_threads=int(_env("SENDER_THREADS", "16") or 16),
             max_request_bytes=int(_env("MAX_REQUEST_BYTES", str(4 * 1024 * 1024)) or 4 * 1024 * 1024),
             migration_database_url=_env("MIGRATION_DATABASE_URL"),

@@ -1,5 +1,5 @@
-"""People's accounts: creating users, signing in, API tokens. The password and token hashes
-never leave this module; the web layer (app/auth) keeps the session."""
+"""People's accounts: creating users, signing in, changing passwords, deactivating, API
+tokens. Login sessions are app/services/user_sessions.py."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.engine.clock import utcnow
 from app.errors import Problem, Refused, ValidationFailed
 from app.models.user import ROLES, User
+from app.services import user_sessions
 
 
 def hash_token(token: str) -> str:
@@ -44,6 +45,21 @@ def sign_in(session: Session, username: str, password: str) -> User | None:
         return None
     user.last_login_at = utcnow()
     return user
+
+
+def change_password(session: Session, user: User, password: str) -> None:
+    """Set ``user``'s password (ValueError if too short) and end its open sessions: whoever had
+    a copy of a session cookie must log in again, with the new password. Not committed."""
+    user.set_password(password)
+    if user.id is not None:
+        user_sessions.revoke_all(session, user.id, "password")
+
+
+def deactivate(session: Session, user: User) -> None:
+    """``user`` can no longer log in or use its sessions (ended here) or its API token. Not committed."""
+    user.active = False
+    if user.id is not None:
+        user_sessions.revoke_all(session, user.id, "deactivated")
 
 
 def issue_api_token(user: User) -> str:
