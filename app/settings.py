@@ -76,8 +76,13 @@ def _seconds(name: str, default: timedelta) -> timedelta:
 
 @dataclass(frozen=True)
 class LoginPolicy:
-    """Server-side session lifetimes (app/services/user_sessions.py)."""
+    """Login throttling and server-side session lifetimes (app/services/sign_in.py,
+    app/services/user_sessions.py). A limit of 0 turns that throttle off."""
 
+    max_failures: int = 5  # failed logins of one username within the window, then it is locked
+    max_failures_per_address: int = 20  # of any usernames from one client address (offices share one)
+    failure_window: timedelta = timedelta(minutes=15)  # how close together the failures must be
+    lockout: timedelta = timedelta(minutes=15)  # how long a lock lasts after the last counted failure
     session_lifetime: timedelta = timedelta(hours=12)  # a login lasts at most this long
     session_idle_timeout: timedelta = timedelta(hours=2)  # ... and ends after this long unused
 
@@ -85,6 +90,10 @@ class LoginPolicy:
     def from_env(cls) -> LoginPolicy:
         d = cls()
         return cls(
+            max_failures=int(_env("LOGIN_MAX_FAILURES") or d.max_failures),
+            max_failures_per_address=int(_env("LOGIN_MAX_FAILURES_PER_ADDRESS") or d.max_failures_per_address),
+            failure_window=_seconds("LOGIN_FAILURE_WINDOW", d.failure_window),
+            lockout=_seconds("LOGIN_LOCKOUT", d.lockout),
             session_lifetime=_seconds("SESSION_LIFETIME", d.session_lifetime),
             session_idle_timeout=_seconds("SESSION_IDLE_TIMEOUT", d.session_idle_timeout),
         )

@@ -1,5 +1,5 @@
-"""People's accounts: creating users, signing in, changing passwords, deactivating, API
-tokens. Login sessions are app/services/user_sessions.py."""
+"""People's accounts: creating users, changing passwords, deactivating, API tokens. Signing
+in is app/services/sign_in.py; login sessions app/services/user_sessions.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.engine.clock import utcnow
 from app.errors import Problem, Refused, ValidationFailed
 from app.models.user import ROLES, User
 from app.services import user_sessions
@@ -35,15 +34,6 @@ def create_user(session: Session, username: str, roles: list[str], password: str
     except ValueError as exc:
         raise ValidationFailed(Problem("password", "too_short", str(exc))) from None
     session.add(user)
-    return user
-
-
-def sign_in(session: Session, username: str, password: str) -> User | None:
-    """The active user with this username and password (its last login recorded), else None."""
-    user = session.scalar(select(User).where(User.username == username.strip()))
-    if user is None or not user.active or not user.check_password(password):
-        return None
-    user.last_login_at = utcnow()
     return user
 
 
