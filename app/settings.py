@@ -69,6 +69,36 @@ class Timing:
         return cls(**values)
 
 
+def _seconds(name: str, default: timedelta) -> timedelta:
+    value = _env(name)
+    return default if value is None else timedelta(milliseconds=int(Decimal(value) * 1000))
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """Login throttling and server-side session lifetimes (app/services/sign_in.py,
+    app/services/user_sessions.py). A limit of 0 turns that throttle off."""
+
+    max_failures: int = 5  # failed logins of one username within the window, then it is locked
+    max_failures_per_address: int = 20  # of any usernames from one client address (offices share one)
+    failure_window: timedelta = timedelta(minutes=15)  # how close together the failures must be
+    lockout: timedelta = timedelta(minutes=15)  # how long a lock lasts after the last counted failure
+    session_lifetime: timedelta = timedelta(hours=12)  # a login lasts at most this long
+    session_idle_timeout: timedelta = timedelta(hours=2)  # ... and ends after this long unused
+
+    @classmethod
+    def from_env(cls) -> LoginPolicy:
+        d = cls()
+        return cls(
+            max_failures=int(_env("LOGIN_MAX_FAILURES") or d.max_failures),
+            max_failures_per_address=int(_env("LOGIN_MAX_FAILURES_PER_ADDRESS") or d.max_failures_per_address),
+            failure_window=_seconds("LOGIN_FAILURE_WINDOW", d.failure_window),
+            lockout=_seconds("LOGIN_LOCKOUT", d.lockout),
+            session_lifetime=_seconds("SESSION_LIFETIME", d.session_lifetime),
+            session_idle_timeout=_seconds("SESSION_IDLE_TIMEOUT", d.session_idle_timeout),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_path: Path
@@ -82,6 +112,7 @@ class Settings:
     tax_gateway_url: str = "http://127.0.0.1:8765"
     mail_url: str | None = None
     timing: Timing = field(default_factory=Timing)
+    login: LoginPolicy = field(default_factory=LoginPolicy)
     sender_threads: int = 16  # per worker process: provider calls run beside the jobs (app/jobs/sender.py)
     # The largest request body (and form field) accepted: 1000 orders of a batch fit in 4 MB.
     max_request_bytes: int = 4 * 1024 * 1024
@@ -128,6 +159,7 @@ class Settings:
             tax_gateway_url=_env("TAX_GATEWAY_URL", "http://127.0.0.1:8765") or "",
             mail_url=_env("MAIL_URL"),
             timing=Timing.from_env(),
+            login=LoginPolicy.from_env(),
             sender_threads=int(_env("SENDER_THREADS", "16") or 16),
             max_request_bytes=int(_env("MAX_REQUEST_BYTES", str(4 * 1024 * 1024)) or 4 * 1024 * 1024),
             migration_database_url=_env("MIGRATION_DATABASE_URL"),

@@ -8,6 +8,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from wtforms import PasswordField, SelectMultipleField
 
+from app import db
 from app.admin.base import LedgerView, SecureModelView
 from app.admin.ledger_check import LedgerCheckView
 from app.admin.operations import OperationsView
@@ -27,6 +28,7 @@ from app.models import (
     User,
 )
 from app.models.user import ROLES
+from app.services import accounts
 
 ALL_STAFF = ("tax_specialist", "operations", "auditor", "merchant", "cs_agent")
 
@@ -99,9 +101,11 @@ class UserView(SecureModelView):
 
     def on_model_change(self, form: Any, model: User, is_created: bool) -> None:
         if form.new_password.data:
-            model.set_password(form.new_password.data)
+            accounts.change_password(db.session(), model, form.new_password.data)  # ends its sessions
         elif is_created:
             raise ValueError("a new user needs a password")
+        if not is_created and not model.active:
+            accounts.deactivate(db.session(), model)  # ends its sessions
         super().on_model_change(form, model, is_created)
 
 

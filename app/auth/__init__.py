@@ -4,6 +4,12 @@
 - ``@public`` for the few endpoints anyone may call (login page, health, buyer H5 pages).
 - A ``before_request`` hook refuses any endpoint that declares neither.
 - Flask-Admin views inherit ``app.admin.base.SecureView`` whose ``roles`` default to none.
+
+Who is asking: a request with ``Authorization: Bearer <token>`` is that token's user (or
+anonymous), whatever cookie it carries, and never gets a login session. Otherwise the signed
+session cookie names a server-side session (app/services/user_sessions.py), which must be open:
+logout, a password change or deactivation end it, so a copied cookie stops working. No
+"remember me" cookie is issued; one alone would not do either, as it carries no session.
 """
 
 from __future__ import annotations
@@ -12,16 +18,36 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, abort, g, jsonify, request
-from flask_login import LoginManager, current_user
+from flask import Flask, Request, abort, current_app, g, jsonify, request, session
+from flask_login import LoginManager, current_user, login_user, logout_user
 
 from app import db
 from app.models.user import ROLES, User
-from app.services import accounts
+from app.services import accounts, user_sessions
+from app.settings import LoginPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 PUBLIC = ("*public*",)
-login_manager = LoginManager()
+SESSION_KEY = "_kaipiao_session"  # the server-side session's token, in the signed cookie
+
+
+def _bearer_token(req: Request) -> str | None:
+    header = req.headers.get("Authorization", "")
+    return header[7:] if header.startswith("Bearer ") else None
+
+
+class _LoginManager(LoginManager):
+    def _load_user(self) -> None:
+        # A bearer request is its token's user before and instead of any cookie: Flask-Login
+        # would first apply "strong" session protection to a stray anonymous (or logged-out)
+        # session cookie and give up there, never asking the request loader; and a cookie
+        # must not stand in for a wrong token either.
+        if _bearer_token(request) is not None:
+            return self._update_request_context_with_user(self._load_user_from_request(request))
+        return super()._load_user()
+
+
+login_manager = _LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.session_protection = "strong"
 
@@ -55,6 +81,29 @@ def user_may(user: Any, roles: tuple[str, ...]) -> bool:
     return user.has_role("admin", *roles)
 
 
+def login_policy() -> LoginPolicy:
+    return current_app.config["KAIPIAO"].login
+
+
+def start_session(user: User, token: str) -> None:
+    """Log ``user`` in on this browser with the server-side session ``token`` (from sign-in)."""
+    lang = session.get("lang")
+    session.clear()  # nothing from before the login carries over (but the language)
+    if lang is not None:
+        session["lang"] = lang
+    session[SESSION_KEY] = token
+    login_user(user)
+
+
+def end_session() -> None:
+    """Log out: the server-side session is revoked (committed), the cookie forgets it."""
+    token = session.pop(SESSION_KEY, None)
+    if isinstance(token, str):
+        user_sessions.revoke(db.session(), token)
+        db.session.commit()
+    logout_user()
+
+
 def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
@@ -75,15 +124,17 @@ def init_app(app: Flask) -> None:
 
     @login_manager.user_loader
     def _load(user_id: str) -> User | None:
-        user = db.session.get(User, int(user_id))
-        return user if user and user.active else None
+        token = session.get(SESSION_KEY)
+        if not isinstance(token, str) or not user_id.isdigit():
+            return None
+        return user_sessions.user_for_session(db.session(), token, int(user_id), login_policy())
 
     @login_manager.request_loader
-    def _load_from_token(req) -> User | None:
-        header = req.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+    def _load_from_token(req: Request) -> User | None:
+        token = _bearer_token(req)
+        if token is None:
             return None
-        user = accounts.user_for_token(db.session(), header[7:])
+        user = accounts.user_for_token(db.session(), token)
         if user is not None:
             g.kaipiao_token_auth = True
         return user

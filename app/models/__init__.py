@@ -6,11 +6,13 @@ from app.models.gateway import GatewayStatus
 from app.models.invoice import Invoice, InvoiceLine
 from app.models.invoice_request import InvoiceRequest
 from app.models.job import JobFailure, OutboxMessage
+from app.models.login_failure import LoginFailure
 from app.models.merchant import Merchant, SellerEntity, Shop
 from app.models.order import Order, OrderLine, Refund
 from app.models.rules import RuleSet, RuleSetVersion
 from app.models.tax_code import SkuTaxMapping, TaxCode
 from app.models.user import ROLES, User
+from app.models.user_session import UserSession
 
 __all__ = [
     "ROLES",
@@ -21,6 +23,7 @@ __all__ = [
     "InvoiceLine",
     "InvoiceRequest",
     "JobFailure",
+    "LoginFailure",
     "Merchant",
     "Order",
     "OrderLine",
@@ -33,4 +36,5 @@ __all__ = [
     "SkuTaxMapping",
     "TaxCode",
     "User",
+    "UserSession",
 ]

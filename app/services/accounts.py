@@ -1,5 +1,5 @@
-"""People's accounts: creating users, signing in, API tokens. The password and token hashes
-never leave this module; the web layer (app/auth) keeps the session."""
+"""People's accounts: creating users, changing passwords, deactivating, API tokens. Signing
+in is app/services/sign_in.py; login sessions app/services/user_sessions.py."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.engine.clock import utcnow
 from app.errors import Problem, Refused, ValidationFailed
 from app.models.user import ROLES, User
+from app.services import user_sessions
 
 
 def hash_token(token: str) -> str:
@@ -37,13 +37,19 @@ def create_user(session: Session, username: str, roles: list[str], password: str
     return user
 
 
-def sign_in(session: Session, username: str, password: str) -> User | None:
-    """The active user with this username and password (its last login recorded), else None."""
-    user = session.scalar(select(User).where(User.username == username.strip()))
-    if user is None or not user.active or not user.check_password(password):
-        return None
-    user.last_login_at = utcnow()
-    return user
+def change_password(session: Session, user: User, password: str) -> None:
+    """Set ``user``'s password (ValueError if too short) and end its open sessions: whoever had
+    a copy of a session cookie must log in again, with the new password. Not committed."""
+    user.set_password(password)
+    if user.id is not None:
+        user_sessions.revoke_all(session, user.id, "password")
+
+
+def deactivate(session: Session, user: User) -> None:
+    """``user`` can no longer log in or use its sessions (ended here) or its API token. Not committed."""
+    user.active = False
+    if user.id is not None:
+        user_sessions.revoke_all(session, user.id, "deactivated")
 
 
 def issue_api_token(user: User) -> str:
