@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from app.models import Merchant, SellerEntity, Shop, User
-from app.models.user import ROLES
+from app.models.user import MERCHANT_ROLES, ROLES
 
 DEMO_MERCHANT = "杭州青禾电子商务有限公司"
 DEMO_SHOPS = (
@@ -64,10 +64,11 @@ def seed_demo(session: Session, tax_gateway_url: str | None = None) -> Merchant:
     for login in demo_logins():
         user = session.query(User).filter_by(username=login.username).one_or_none()
         if user is None:
-            user = User(username=login.username, display_name=f"Demo {login.role}", roles=[login.role],
-                        merchant_id=merchant.id if login.role == "merchant" else None)
+            user = User(username=login.username, display_name=f"Demo {login.role}", roles=[login.role])
             user.set_password(login.password)
             session.add(user)
+        if login.role in MERCHANT_ROLES and user.merchant_id is None:
+            user.merchant_id = merchant.id  # confined to the demo merchant (older demo data had none)
     session.flush()
     return merchant
 

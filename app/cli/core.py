@@ -10,7 +10,7 @@ from flask.cli import with_appcontext
 
 from app import db
 from app.models import User
-from app.models.user import ROLES
+from app.models.user import ROLES, is_merchant_scoped
 
 
 def _settings():
@@ -62,14 +62,15 @@ def users_group() -> None:
 @click.argument("username")
 @click.option("--role", "roles", multiple=True, required=True, type=click.Choice(ROLES))
 @click.option("--password", envvar="KAIPIAO_NEW_USER_PASSWORD", help="or KAIPIAO_NEW_USER_PASSWORD; prompted if absent")
-@click.option("--merchant-id", type=int, help="required for the merchant role")
+@click.option("--merchant-id", type=int, help="required for the merchant-scoped roles (merchant, cs_agent)")
 @with_appcontext
 def users_create(username: str, roles: tuple[str, ...], password: str | None, merchant_id: int | None) -> None:
     from app.errors import KaipiaoError
     from app.services.accounts import create_user
 
-    if "merchant" in roles and not merchant_id:
-        raise click.UsageError("the merchant role needs --merchant-id (it sees only its own shops)")
+    if is_merchant_scoped(roles) and not merchant_id:
+        raise click.UsageError("the roles merchant and cs_agent need --merchant-id (they see and write only their "
+                               "own merchant's data)")
     if not password:
         password = getpass.getpass("password: ")
     try:

@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import Problem, Refused, ValidationFailed
-from app.models.user import ROLES, User
+from app.models.merchant import Merchant
+from app.models.user import MERCHANT_ROLES, ROLES, User, is_merchant_scoped
 from app.services import user_sessions
 
 
@@ -23,9 +24,7 @@ def create_user(session: Session, username: str, roles: list[str], password: str
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
         raise ValidationFailed(Problem("roles", "unknown_role", f"unknown roles {', '.join(unknown)}"))
-    if "merchant" in roles and not merchant_id:
-        raise ValidationFailed(Problem("merchant_id", "required",
-                                       "the merchant role needs a merchant (it sees only its own shops)"))
+    check_merchant(session, roles, merchant_id)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Refused("exists", f"user {username!r} exists", username=username)
     user = User(username=username, roles=list(roles), merchant_id=merchant_id)
@@ -35,6 +34,20 @@ def create_user(session: Session, username: str, roles: list[str], password: str
         raise ValidationFailed(Problem("password", "too_short", str(exc))) from None
     session.add(user)
     return user
+
+
+def check_merchant(session: Session, roles: list[str], merchant_id: int | None) -> None:
+    """A merchant-scoped user (merchant, cs_agent and no global role) needs an existing merchant:
+    without one it could see nothing, and a wrong one would show it another merchant's data."""
+    if merchant_id is None:
+        if roles and is_merchant_scoped(roles):
+            raise ValidationFailed(Problem(
+                "merchant_id", "required",
+                f"the roles {', '.join(r for r in roles if r in MERCHANT_ROLES)} need a merchant: they see and "
+                "write only their own merchant's shops, orders and invoices"))
+        return
+    if session.get(Merchant, merchant_id) is None:
+        raise ValidationFailed(Problem("merchant_id", "not_found", f"no merchant {merchant_id}"))
 
 
 def change_password(session: Session, user: User, password: str) -> None:
