@@ -47,3 +47,8 @@ class Refused(KaipiaoError):
         super().__init__(Problem("", code, message))
         self.code = code
         self.params = params
+
+
+class Forbidden(KaipiaoError):
+    """The caller may not touch this data (a merchant-scoped user naming another merchant's
+    order, shop or invoice); nothing is written. The API answers 403."""

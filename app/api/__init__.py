@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from wtforms.validators import ValidationError
 
 from app.engine.json_input import load_json
-from app.errors import KaipiaoError, Problem
+from app.errors import Forbidden, KaipiaoError, Problem
 
 # What makes a body unreadable (400); a readable one with wrong content is 422.
 BAD_REQUEST = frozenset({"not_json", "invalid_json", "not_utf8"})
@@ -56,6 +56,8 @@ def _csrf_for_cookie_sessions() -> Any:
 
 @bp.errorhandler(KaipiaoError)
 def _domain_error(exc: KaipiaoError):
+    if isinstance(exc, Forbidden):
+        return errors(exc.problems, 403)
     status = 400 if any(p.code in BAD_REQUEST for p in exc.problems) else 422
     return errors(exc.problems, status)
 

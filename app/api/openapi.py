@@ -64,13 +64,16 @@ def document() -> dict[str, Any]:
                 "responses": {"200": {"description": "the draft",
                                       "content": {"application/json": {"schema": draft_ref}}},
                               "400": _error_response("not JSON"),
+                              "403": _error_response("the caller is confined to a merchant (merchant, cs_agent) "
+                                                     "and the order's shop is another merchant's"),
                               "422": _error_response("the order, seller or options are invalid")},
             }},
             "/api/v1/orders": {"post": {
                 "summary": "Submit one order or a batch ({\"orders\": [...]}, at most 1000)",
                 "description": "Each order is validated and upserted idempotently (platform + shop + order id); "
                                "bad orders are rejected one by one with their errors, the rest accepted. "
-                               "Roles: operations, cs_agent, admin.",
+                               "Roles: operations, cs_agent, admin. A cs_agent writes only its own merchant's "
+                               "orders: an order of any other shop refuses the whole call (403, nothing stored).",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "oneOf": [order_ref, {"type": "object", "required": ["orders"],
                                           "properties": {"orders": {"type": "array", "items": order_ref}}}]}}}},
@@ -80,7 +83,8 @@ def document() -> dict[str, Any]:
                             "accepted": {"type": "array"}, "rejected": {"type": "array"},
                             "counts": {"type": "object"}}}}}},
                     "401": _error_response("not authenticated"),
-                    "403": _error_response("role not allowed"),
+                    "403": _error_response("role not allowed, or an order's shop (orders[i].shop_id) is not "
+                                           "one of the caller's merchant's shops"),
                     "422": _error_response("every order was rejected")},
             }},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [{}],

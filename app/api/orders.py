@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import jsonify
 from flask_login import current_user
 
-from app.api import bp, json_body
+from app.api import bp, errors, json_body
 from app.auth import roles_required
 from app.errors import KaipiaoError, Problem
-from app.services.intake import ingest
+from app.services.intake import OtherMerchant, ingest
 from app.services.unit_of_work import unit_of_work
 
 MAX_BATCH = 1000
@@ -18,6 +18,7 @@ MAX_BATCH = 1000
 @roles_required("operations", "cs_agent")
 def post_orders():
     body = json_body(check=False)  # each order is checked on its own by intake
+    batch = isinstance(body, dict) and "orders" in body
     if isinstance(body, dict) and "orders" in body:
         docs = body["orders"]
         if not isinstance(docs, list):
@@ -30,7 +31,12 @@ def post_orders():
         docs = [body]
     if len(docs) > MAX_BATCH:
         raise KaipiaoError(Problem("orders", "too_many", f"at most {MAX_BATCH} orders per call, got {len(docs)}"))
-    with unit_of_work() as work:
-        result = ingest(work, docs, source="api", actor=f"api:{current_user.username}")
+    try:
+        with unit_of_work() as work:
+            result = ingest(work, docs, source="api", actor=f"api:{current_user.username}",
+                            merchant_id=current_user.merchant_scope())
+    except OtherMerchant as exc:  # a merchant-scoped caller named another merchant's shop
+        return errors([Problem(f"orders[{i}].{p.path}" if batch else p.path, p.code, p.message)
+                       for i, p in exc.refused], 403)
     status = 200 if result.accepted or not result.rejected else 422
     return jsonify(result.as_dict()), status

@@ -31,7 +31,7 @@ from app.engine.clock import parse_iso_datetime, utcnow
 from app.engine.contract import Order as ParsedOrder
 from app.engine.contract import is_contract_time, parse_order
 from app.engine.states import DECIDABLE, RequestStatus
-from app.errors import Problem, ValidationFailed
+from app.errors import Forbidden, Problem, ValidationFailed
 from app.models import InvoiceRequest, Order, OrderLine, Refund, Shop
 from app.models.job import JobName
 from app.services.unit_of_work import UnitOfWork
@@ -74,8 +74,22 @@ def source_version(doc: dict[str, Any]) -> str:
     return f"{latest.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}|{rank:02d}|{len(doc.get('refunds') or []):04d}"
 
 
-def ingest(work: UnitOfWork, docs: Iterable[Any], *, source: str = "api", actor: str = "system") -> IntakeResult:
+class OtherMerchant(Forbidden):
+    """Orders naming a shop outside the caller's merchant: the whole call is refused, nothing
+    is written. ``refused`` pairs each such order's index with its problem."""
+
+    def __init__(self, refused: list[tuple[int, Problem]]) -> None:
+        super().__init__([problem for _, problem in refused])
+        self.refused = refused
+
+
+def ingest(work: UnitOfWork, docs: Iterable[Any], *, source: str = "api", actor: str = "system",
+           merchant_id: int | None = None) -> IntakeResult:
     """Validate and upsert ``docs``; the caller commits.
+
+    ``merchant_id``: the caller is confined to that merchant (a merchant-scoped user): an order
+    of any other shop, or of a shop Kaipiao does not know (the answer must not tell them apart),
+    refuses the whole call with ``OtherMerchant`` before anything is written.
 
     Every document is validated first (bad ones are rejected one by one); the valid ones are
     then stored together in one savepoint: one lookup of the existing orders and of their
@@ -91,10 +105,13 @@ def ingest(work: UnitOfWork, docs: Iterable[Any], *, source: str = "api", actor:
     result = IntakeResult()
     shops: dict[tuple[str, str], Shop | None] = {}
     items: list[_Item] = []
+    foreign: list[tuple[int, Problem]] = []
     for index, doc in enumerate(docs):
         key = _key(doc)
         try:
-            items.append(_check(session, shops, index, key, doc))
+            items.append(_check(session, shops, index, key, doc, merchant_id))
+        except Forbidden as exc:
+            foreign += [(index, problem) for problem in exc.problems]
         except ValidationFailed as exc:
             result.rejected.append({"index": index, "key": key, "errors": [p.as_dict() for p in exc.problems]})
         except SQLAlchemyError as exc:
@@ -103,6 +120,8 @@ def ingest(work: UnitOfWork, docs: Iterable[Any], *, source: str = "api", actor:
             log.exception("intake: order %s at index %d could not be read", key, index)
             result.rejected.append({"index": index, "key": key, "errors": [{
                 "path": "", "code": "unreadable", "message": f"cannot read the order ({type(exc).__name__})"}]})
+    if foreign:
+        raise OtherMerchant(foreign)
     if not items:
         return result
     try:
@@ -139,13 +158,17 @@ class _Item:
 
 
 def _check(session: Session, shops: dict[tuple[str, str], Shop | None], index: int, key: str | None,
-           doc: Any) -> _Item:
+           doc: Any, merchant_id: int | None) -> _Item:
     parsed = parse_order(doc)  # contract + semantic checks; raises ValidationFailed
     shop_key = (doc["platform"], doc["shop_id"])
     if shop_key not in shops:
         shops[shop_key] = session.scalar(select(Shop).where(Shop.platform == shop_key[0],
                                                             Shop.shop_code == shop_key[1]))
     shop = shops[shop_key]
+    if merchant_id is not None and (shop is None or shop.merchant_id != merchant_id):
+        raise Forbidden(Problem("shop_id", "forbidden",
+                                f"{doc['platform']} shop {doc['shop_id']!r} is not a shop of your merchant: "
+                                "your account may write only its own merchant's orders"))
     if shop is None or not shop.active:
         raise ValidationFailed(Problem("shop_id", "unknown_shop",
                                        f"{doc['platform']} shop {doc['shop_id']!r} is not configured in Kaipiao"))

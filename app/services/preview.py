@@ -2,6 +2,8 @@
 
 - Configured shop, caller allowed to see it: the merchant's seller entity, shop options and
   published rules apply (``seller`` / ``options`` given in the call override them).
+- Configured shop of another merchant, merchant-scoped caller (merchant, cs_agent): refused
+  (``Forbidden``), nothing of that merchant is read.
 - Otherwise (unknown shop, anonymous caller, no database yet): stateless — ``seller`` is
   required and the shipped default rules decide.
 """
@@ -16,20 +18,26 @@ from typing import Any
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app.engine.json_input import structure_problems
-from app.errors import Problem, ValidationFailed
+from app.errors import Forbidden, Problem, ValidationFailed
 from app.rules.engine import RuleEngineError
 
 log = logging.getLogger(__name__)
 
-STAFF = ("admin", "tax_specialist", "operations", "auditor", "cs_agent")
-
 
 def _may_see(user: Any, shop) -> bool:
+    """Whether ``user`` may use ``shop``'s stored data; a merchant-scoped user naming another
+    merchant's shop is refused outright (a clear answer, where anonymous callers silently get
+    the stateless preview)."""
     if user is None:
         return True  # the local CLI operator owns the database
     if not getattr(user, "is_authenticated", False):
         return False
-    return user.has_role(*STAFF) or (user.has_role("merchant") and user.merchant_id == shop.merchant_id)
+    scope = user.merchant_scope()
+    if scope is not None and scope != shop.merchant_id:
+        raise Forbidden(Problem("order.shop_id", "forbidden",
+                                f"{shop.platform} shop {shop.shop_code!r} is not a shop of your merchant: your "
+                                "account previews only its own merchant's orders"))
+    return True
 
 
 def preview_order(order: Any, seller: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,

@@ -12,7 +12,7 @@ from flask_login import current_user
 
 from app.auth import roles_required
 from app.engine.json_input import load_json
-from app.errors import Problem, ValidationFailed
+from app.errors import Forbidden, Problem, ValidationFailed
 from app.services.preview import preview_order
 from app.web import NAV, NavEntry
 
@@ -53,6 +53,7 @@ def preview():
     from app.render import render_html
 
     context: dict[str, Any] = {"order": "", "seller": "", "options": "", "face": None, "errors": [], "draft": None}
+    status = 200
     if request.method == "POST":
         try:
             order_text, seller_text, options_text = _inputs()
@@ -61,9 +62,10 @@ def preview():
             context["draft"] = draft
             if draft["invoices"]:
                 context["face"] = render_html(draft, standalone=False, locale=str(get_locale()))
-        except ValidationFailed as exc:
+        except (ValidationFailed, Forbidden) as exc:
             context["errors"] = exc.problems
-    return render_template("web/preview.html", **context), 422 if context["errors"] else 200
+            status = 403 if isinstance(exc, Forbidden) else 422
+    return render_template("web/preview.html", **context), status
 
 
 @bp.route("/preview/pdf", methods=["POST"])
@@ -75,10 +77,10 @@ def preview_pdf():
         draft = _draft(*_inputs())
         if not draft["invoices"]:
             raise ValidationFailed(Problem("order", "nothing_to_invoice", _("this order gives no invoice to print")))
-    except ValidationFailed as exc:
+    except (ValidationFailed, Forbidden) as exc:
         return render_template("web/preview.html", order=request.form.get("order", ""),
                                seller=request.form.get("seller", ""), options=request.form.get("options", ""),
-                               face=None, draft=None, errors=exc.problems), 422
+                               face=None, draft=None, errors=exc.problems), 403 if isinstance(exc, Forbidden) else 422
     pdf = render_pdf(draft)
     name = f"preview-{draft.get('order_id', 'order')}.pdf"
     return Response(pdf, mimetype="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'})
