@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.models import Merchant, SellerEntity, Shop, User
+from app.models import (
+    Invoice,
+    InvoiceRequest,
+    Merchant,
+    Order,
+    SellerEntity,
+    Shop,
+    SkuTaxMapping,
+    TaxCode,
+    User,
+)
 
 _seq = itertools.count(1)
 
@@ -72,3 +83,33 @@ def gen_order_doc(shop_code: str = "demo-tmall", order_id: str | None = None, pl
     }
     doc.update(overrides)
     return doc
+
+
+def gen_merchant_rows(session: Session, name: str | None = None) -> dict[str, int]:
+    """A merchant with one row in each table a merchant-scoped user may see (seller entity, shop,
+    SKU mapping, order, invoice request, invoice); returns their ids by admin endpoint."""
+    merchant = gen_merchant(session, name)
+    seller = gen_seller(session, merchant, name=f"{merchant.name}销售方")
+    shop = gen_shop(session, merchant, seller=seller, name=f"{merchant.name}的店")
+    if session.get(TaxCode, "1060502990000000000") is None:
+        session.add(TaxCode(code="1060502990000000000", name="其他工艺品", short_name="工艺品", rates=["0.13"]))
+        session.flush()  # before the mapping that refers to it (no relationship orders the inserts)
+    mapping = SkuTaxMapping(merchant_id=merchant.id, match_kind="sku", match_value=f"SKU-{next(_seq)}",
+                            tax_code="1060502990000000000", tax_rate=Decimal("0.13"))
+    doc = gen_order_doc(shop_code=shop.shop_code)
+    order = Order(platform=shop.platform, shop_code=shop.shop_code, order_no=doc["order_id"], shop_id=shop.id,
+                  status="received", document=doc, document_hash=f"hash-{next(_seq)}")
+    session.add_all([mapping, order])
+    session.flush()
+    request = InvoiceRequest(order_pk=order.id, title_type="enterprise", title=f"{merchant.name}的买家",
+                             status="held", status_reason="held for a test")
+    session.add(request)
+    session.flush()
+    invoice = Invoice(request_id=request.id, order_pk=order.id, status="failed", serial_no=f"KP{next(_seq):018d}",
+                      buyer={"title_type": "personal", "name": "个人"},
+                      seller={"name": merchant.name, "tax_id": "91110000600037341L"},
+                      total_amount=Decimal("100.00"), total_tax=Decimal("13.00"), total=Decimal("113.00"))
+    session.add(invoice)
+    session.flush()
+    return {"merchants": merchant.id, "sellers": seller.id, "shops": shop.id, "sku_mappings": mapping.id,
+            "orders": order.id, "requests": request.id, "invoices": invoice.id}

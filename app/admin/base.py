@@ -175,16 +175,21 @@ class SecureModelView(SecureMixin, ModelView):
     def _secret_fields(self) -> set[str]:
         return set(getattr(self, "secret_fields", ()))
 
-    def get_one(self, id: Any) -> Any:
-        # ``?id=`` is typed by whoever sends the URL: what cannot name a row finds none (a
-        # 30-digit id is not a PostgreSQL integer: comparing with it is an error there).
+    def row_key(self, id: Any) -> int | str | None:
+        """The primary key ``?id=`` names, typed like the column, or None when it can name no
+        row. It is typed by whoever sends the URL: a 30-digit id is not a PostgreSQL integer,
+        and a text compared with an integer column is an error there."""
         text = str(id).strip()
-        if self.model.__table__.c.get("id") is not None and not (
-                text.isascii() and text.isdigit() and 0 < int(text) <= MAX_ROW_ID):
-            return None
+        if self.model.__table__.c.get("id") is not None:
+            digits = text.isascii() and text.isdigit() and len(text) <= 20
+            return int(text) if digits and 0 < int(text) <= MAX_ROW_ID else None
         if len(text) > 200 or "\x00" in text:  # a text key (tax codes): nothing that long, never NUL
             return None
-        return super().get_one(text)
+        return text
+
+    def get_one(self, id: Any) -> Any:
+        key = self.row_key(id)
+        return None if key is None else super().get_one(str(key))
 
 
 class LedgerView(SecureModelView):

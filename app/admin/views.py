@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from wtforms import PasswordField, SelectMultipleField
+from wtforms.validators import ValidationError
 
 from app import db
 from app.admin.base import LedgerView, SecureModelView
 from app.admin.ledger_check import LedgerCheckView
 from app.admin.operations import OperationsView
 from app.admin.rules import RulesView
+from app.errors import ValidationFailed
 from app.models import (
     AdminAuditLog,
     Invoice,
@@ -34,17 +37,22 @@ ALL_STAFF = ("tax_specialist", "operations", "auditor", "merchant", "cs_agent")
 
 
 def merchant_scope() -> int | None:
-    """The merchant id a merchant-role user is confined to (None: sees everything)."""
-    if current_user.has_role("admin", "tax_specialist", "operations", "auditor", "cs_agent"):
-        return None
-    return current_user.merchant_id or -1
+    """The merchant a merchant-scoped user (merchant, cs_agent) is confined to; None: every merchant."""
+    return current_user.merchant_scope()
 
 
 class ScopedView(SecureModelView):
-    """Rows a merchant-role user may see are those of its own merchant."""
+    """A merchant-scoped user sees, finds and writes only its own merchant's rows: the list,
+    its count and export, and every row an endpoint looks up by id (details, edit, delete,
+    actions) go through ``scope``."""
 
     def scope(self, query: Any, merchant_id: int) -> Any:
         return query.filter(self.model.merchant_id == merchant_id)
+
+    def owner(self, model: Any) -> int | None:
+        """The merchant a row (new or changed) belongs to; None: unknown, refused to a scoped user."""
+        related = getattr(model, "merchant", None)
+        return related.id if related is not None else getattr(model, "merchant_id", None)
 
     def get_query(self) -> Any:
         merchant_id = merchant_scope()
@@ -60,7 +68,17 @@ class ScopedView(SecureModelView):
         merchant_id = merchant_scope()
         if merchant_id is None:
             return super().get_one(id)
-        return self.scope(super().get_query(), merchant_id).filter(self.model.id == id).one_or_none()
+        key = self.row_key(id)  # an int: PostgreSQL refuses to compare the id column with text
+        if key is None:
+            return None
+        return self.scope(super().get_query(), merchant_id).filter(self.model.id == key).one_or_none()
+
+    def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:
+        # A scoped user with edit rights still cannot move a row to (or make one for) another merchant.
+        merchant_id = merchant_scope()
+        if merchant_id is not None and self.owner(model) != merchant_id:
+            raise ValidationError(_("Your account may only change rows of its own merchant."))
+        super().on_model_change(form, model, is_created)
 
 
 class MerchantView(ScopedView):
@@ -69,6 +87,9 @@ class MerchantView(ScopedView):
 
     def scope(self, query: Any, merchant_id: int) -> Any:
         return query.filter(Merchant.id == merchant_id)
+
+    def owner(self, model: Any) -> int | None:
+        return model.id
 
 
 class SellerEntityView(ScopedView):
@@ -89,7 +110,7 @@ class ShopView(ScopedView):
 class UserView(SecureModelView):
     roles = ()  # admin only
     edit_roles = ()
-    column_list = ("id", "username", "display_name", "roles", "merchant_id", "active", "last_login_at")
+    column_list = ("id", "username", "display_name", "roles", "merchant", "active", "last_login_at")
     form_excluded_columns = ("password_hash", "api_token_hash", "created_at", "last_login_at")
     column_details_exclude_list = ("password_hash", "api_token_hash")
     secret_fields = ("new_password",)
@@ -104,6 +125,12 @@ class UserView(SecureModelView):
             accounts.change_password(db.session(), model, form.new_password.data)  # ends its sessions
         elif is_created:
             raise ValueError("a new user needs a password")
+        try:
+            accounts.check_merchant(db.session(), list(model.roles or ()),
+                                    model.merchant.id if model.merchant is not None else model.merchant_id)
+        except ValidationFailed:
+            raise ValidationError(_("Merchant and customer-service users need a merchant: they see and change "
+                                    "only its shops, orders and invoices.")) from None
         if not is_created and not model.active:
             accounts.deactivate(db.session(), model)  # ends its sessions
         super().on_model_change(form, model, is_created)
