@@ -115,6 +115,12 @@ class OperationsView(SecureView):
     def _actor() -> str:
         return getattr(current_user, "username", "?")
 
+    @staticmethod
+    def _scope() -> int | None:
+        # Operations are global today; should a merchant-scoped role get a lever, it still
+        # reaches only its own merchant's invoices and requests.
+        return current_user.merchant_scope()
+
     @expose("/resume", methods=("POST",))
     def resume(self) -> Any:
         """Resume one seller entity's issuing (form field ``scope``; none: the default scope)."""
@@ -131,7 +137,8 @@ class OperationsView(SecureView):
     @expose("/invoices/<int:invoice_id>/query", methods=("POST",))
     def query_invoice(self, invoice_id: int) -> Any:
         def lever(work: UnitOfWork) -> str:
-            invoice = operator_actions.query_invoice(work, invoice_id, current_app.config["KAIPIAO"])
+            invoice = operator_actions.query_invoice(work, invoice_id, current_app.config["KAIPIAO"],
+                                                     merchant_id=self._scope())
             return _("Query for invoice %(serial)s queued.", serial=invoice.serial_no)
 
         return self._act("ops.query_invoice", f"Invoice:{invoice_id}", lever, "stale")
@@ -139,7 +146,8 @@ class OperationsView(SecureView):
     @expose("/invoices/<int:invoice_id>/retry", methods=("POST",))
     def retry_invoice(self, invoice_id: int) -> Any:
         def lever(work: UnitOfWork) -> str:
-            invoice = operator_actions.retry_failed(work, invoice_id, actor=self._actor())  # a job calls the provider
+            invoice = operator_actions.retry_failed(work, invoice_id, actor=self._actor(),  # a job calls the provider
+                                                    merchant_id=self._scope())
             return _("Retry of invoice %(serial)s queued.", serial=invoice.serial_no)
 
         return self._act("ops.retry_invoice", f"Invoice:{invoice_id}", lever, "failed-invoices")
@@ -147,7 +155,7 @@ class OperationsView(SecureView):
     @expose("/requests/<int:request_id>/redecide", methods=("POST",))
     def redecide(self, request_id: int) -> Any:
         def lever(work: UnitOfWork) -> str:
-            operator_actions.redecide(work, request_id, actor=self._actor())
+            operator_actions.redecide(work, request_id, actor=self._actor(), merchant_id=self._scope())
             return _("Request %(id)s will be decided again.", id=request_id)
 
         return self._act("ops.redecide", f"InvoiceRequest:{request_id}", lever, "held")
@@ -155,7 +163,7 @@ class OperationsView(SecureView):
     @expose("/requests/<int:request_id>/skip", methods=("POST",))
     def skip(self, request_id: int) -> Any:
         def lever(work: UnitOfWork) -> str:
-            operator_actions.skip_held(work, request_id, actor=self._actor())
+            operator_actions.skip_held(work, request_id, actor=self._actor(), merchant_id=self._scope())
             return _("Request %(id)s skipped.", id=request_id)
 
         return self._act("ops.skip_request", f"InvoiceRequest:{request_id}", lever, "held")

@@ -32,16 +32,14 @@ from app.engine.json_input import load_json
 from app.errors import KaipiaoError, Problem, ValidationFailed
 from app.models import Merchant, Order, Shop
 from app.models.rules import RuleSet, RuleSetVersion
-from app.models.types import MAX_ROW_ID
 from app.rules.actions import REMARK_PLACEHOLDERS, VERDICTS, WAIT_EVENTS
 from app.rules.document import as_json, as_yaml, diff, parse_document, text_diff
 from app.rules.reference import action_reference, field_reference, rates_text
 from app.services.context import find_shop
-from app.services.rule_dry_run import DryRun, dry_run, fallback_shop
+from app.services.rule_dry_run import DryRun, dry_run, fallback_shop, recent_orders, stored_order
 from app.services.rule_replay import REPLAY_CAP, REPLAY_ROWS_SHOWN, Replay, replay
 from app.services.rule_versions import (
     applies_to,
-    covers,
     current_version,
     get_or_create_rule_set,
     publish,
@@ -325,24 +323,10 @@ class RulesView(SecureView):
     # ----------------------------------------------------------------------------- dry-run / replay
 
     def _recent_orders(self, rule_set: RuleSet) -> list[Order]:
-        session = db.session()
-        shop_ids = [s.id for s in session.scalars(select(Shop)) if covers(rule_set, s)]
-        if not shop_ids:
-            return []
-        return list(session.scalars(select(Order).where(Order.shop_id.in_(shop_ids))
-                                    .order_by(Order.id.desc()).limit(RECENT_ORDERS)))
+        return recent_orders(db.session(), rule_set, RECENT_ORDERS, merchant_id=current_user.merchant_scope())
 
     def _stored_order(self, raw: str) -> Order | None:
-        session = db.session()
-        raw = raw.strip()
-        if raw.isascii() and raw.isdigit():  # an id: never beyond the column's range (PostgreSQL refuses it)
-            number = int(raw)
-            return session.get(Order, number) if 0 < number <= MAX_ROW_ID else None
-        parts = raw.split(":", 2)
-        if len(parts) == 3:
-            return session.scalar(select(Order).where(Order.platform == parts[0], Order.shop_code == parts[1],
-                                                      Order.order_no == parts[2]))
-        return None
+        return stored_order(db.session(), raw, merchant_id=current_user.merchant_scope())
 
     @expose("/<int:set_id>/v/<int:number>/dry-run", methods=("GET", "POST"))
     def dry_run_view(self, set_id: int, number: int) -> Any:

@@ -2,8 +2,9 @@
 重试 of a failed invoice, a new decision, skipping a held request, asking the provider about an
 invoice, resuming a seller entity's issuing, closing a job failure. Each checks that the action
 makes sense now (``Refused`` otherwise, nothing changed) and leaves its mark in the invoice log;
-the caller writes its audit row in the same unit of work. Provider calls are made by the jobs
-these actions queue, never here.
+the caller writes its audit row in the same unit of work. Given a ``merchant_id`` (the caller is
+confined to that merchant), an invoice or request of another merchant is refused as not found.
+Provider calls are made by the jobs these actions queue, never here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from app.engine.states import REDECIDABLE_BY_HAND
 from app.engine.states import InvoiceStatus as I
 from app.engine.states import RequestStatus as R
 from app.errors import InvalidTransition, Problem, Refused
-from app.models import Invoice, InvoiceRequest, JobFailure, SellerEntity
+from app.models import Invoice, InvoiceRequest, JobFailure, Order, SellerEntity, Shop
 from app.services.issuing_control import DEFAULT_SCOPE, resume, seller_id_of
 from app.services.queueing import queue_decision, queue_issue, queue_poll
 from app.services.transitions import move_invoice, move_request
@@ -25,18 +26,27 @@ from app.services.unit_of_work import UnitOfWork
 from app.settings import Settings
 
 
-def _get(work: UnitOfWork, model: Any, obj_id: int) -> Any:
+def _get(work: UnitOfWork, model: Any, obj_id: int, merchant_id: int | None = None) -> Any:
+    """The row, or ``Refused("not_found")``: also for a row of another merchant than ``merchant_id``
+    (None: any), which must not learn that the row exists."""
     obj = work.session.get(model, obj_id)
+    if obj is not None and merchant_id is not None and _merchant_of_order(work, obj.order_pk) != merchant_id:
+        obj = None
     if obj is None:
         raise Refused("not_found", f"{model.__name__} {obj_id} does not exist", kind=model.__name__, id=obj_id)
     return obj
 
 
-def retry_failed(work: UnitOfWork, invoice_id: int, actor: str) -> Invoice:
+def _merchant_of_order(work: UnitOfWork, order_pk: int | None) -> int | None:
+    return work.session.scalar(select(Shop.merchant_id).join(Order, Order.shop_id == Shop.id)
+                               .where(Order.id == order_pk))
+
+
+def retry_failed(work: UnitOfWork, invoice_id: int, actor: str, *, merchant_id: int | None = None) -> Invoice:
     """重试: mark a failed invoice for a retry at the provider and queue the issue job, which
     makes the call. Sending the same serial again would only get "duplicate" from the provider,
     which keeps it failed; app.services.answers says what each answer to the retry leads to."""
-    invoice = _get(work, Invoice, invoice_id)
+    invoice = _get(work, Invoice, invoice_id, merchant_id)
     if invoice.status != I.FAILED:
         raise Refused("not_failed", f"invoice {invoice_id} is {invoice.status}; only failed invoices are retried",
                       id=invoice_id, status=invoice.status)
@@ -50,9 +60,9 @@ def retry_failed(work: UnitOfWork, invoice_id: int, actor: str) -> Invoice:
     return invoice
 
 
-def redecide(work: UnitOfWork, request_id: int, actor: str) -> InvoiceRequest:
+def redecide(work: UnitOfWork, request_id: int, actor: str, *, merchant_id: int | None = None) -> InvoiceRequest:
     """Decide a held, skipped, failed or waiting request again (after fixing data or rules)."""
-    request = _get(work, InvoiceRequest, request_id)
+    request = _get(work, InvoiceRequest, request_id, merchant_id)
     if request.status not in REDECIDABLE_BY_HAND:
         raise InvalidTransition(Problem(
             "status", "invalid_transition",
@@ -63,9 +73,9 @@ def redecide(work: UnitOfWork, request_id: int, actor: str) -> InvoiceRequest:
     return request
 
 
-def skip_held(work: UnitOfWork, request_id: int, actor: str) -> InvoiceRequest:
+def skip_held(work: UnitOfWork, request_id: int, actor: str, *, merchant_id: int | None = None) -> InvoiceRequest:
     """A person looked at a held request and decided nothing is to be invoiced."""
-    request = _get(work, InvoiceRequest, request_id)
+    request = _get(work, InvoiceRequest, request_id, merchant_id)
     if request.status != R.HELD:
         raise Refused("not_held", f"request {request_id} is {request.status}; only held requests are skipped here",
                       id=request_id, status=request.status)
@@ -73,9 +83,9 @@ def skip_held(work: UnitOfWork, request_id: int, actor: str) -> InvoiceRequest:
     return request
 
 
-def query_invoice(work: UnitOfWork, invoice_id: int, settings: Settings) -> Invoice:
+def query_invoice(work: UnitOfWork, invoice_id: int, settings: Settings, *, merchant_id: int | None = None) -> Invoice:
     """Queue a query by serial for an invoice whose outcome is not known."""
-    invoice = _get(work, Invoice, invoice_id)
+    invoice = _get(work, Invoice, invoice_id, merchant_id)
     stuck = invoice.status == I.ISSUING and invoice.updated_at <= utcnow() - settings.timing.stuck_issuing
     # A fresh "issuing" invoice may be mid-call in a worker: only ask once it is stuck.
     if invoice.status not in (I.UNKNOWN, I.PENDING) and not stuck:

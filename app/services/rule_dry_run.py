@@ -1,5 +1,8 @@
 """Dry-run one order with a rule-set version: decide and compose it exactly as the decide job
-would (app.services.context.compose_for), for the tax specialist's editor. Reads only."""
+would (app.services.context.compose_for), for the tax specialist's editor. Reads only.
+
+Stored orders are found by ``stored_order``; a caller confined to one merchant (``merchant_id``)
+finds only that merchant's orders."""
 
 from __future__ import annotations
 
@@ -12,13 +15,15 @@ from sqlalchemy.orm import Session
 
 from app.engine.contract import parse_order
 from app.errors import Problem, ValidationFailed
-from app.models import Shop
+from app.models import Order, Shop
 from app.models.rules import RuleSet, RuleSetVersion
+from app.models.types import MAX_ROW_ID
 from app.render import render_html
 from app.rules import compile_ruleset, decide
 from app.rules.engine import RuleEngineError
 from app.rules.ruleset import RuleSet as CompiledRuleSet
 from app.services.context import compose_for
+from app.services.rule_versions import covers
 
 
 @dataclass
@@ -37,6 +42,39 @@ class DryRun:
 
 def compile_version(version: RuleSetVersion) -> CompiledRuleSet:
     return compile_ruleset(version.document, label=version.label)
+
+
+def stored_order(session: Session, raw: str, *, merchant_id: int | None = None) -> Order | None:
+    """The stored order named by its id or ``platform:shop:order no``; None when there is none,
+    or when it belongs to another merchant than ``merchant_id`` (None: any merchant)."""
+    raw = raw.strip()
+    if raw.isascii() and raw.isdigit() and len(raw) <= 20:  # never beyond the column's range (PostgreSQL refuses it)
+        number = int(raw)
+        if not 0 < number <= MAX_ROW_ID:
+            return None
+        query = select(Order).where(Order.id == number)
+    else:
+        parts = raw.split(":", 2)
+        if len(parts) != 3:
+            return None
+        query = select(Order).where(Order.platform == parts[0], Order.shop_code == parts[1],
+                                    Order.order_no == parts[2])
+    if merchant_id is not None:
+        query = query.join(Shop, Shop.id == Order.shop_id).where(Shop.merchant_id == merchant_id)
+    return session.scalar(query)
+
+
+def recent_orders(session: Session, rule_set: RuleSet, limit: int, *,
+                  merchant_id: int | None = None) -> list[Order]:
+    """The newest stored orders of the shops ``rule_set`` covers (of ``merchant_id``'s shops only, if given)."""
+    shops = select(Shop)
+    if merchant_id is not None:
+        shops = shops.where(Shop.merchant_id == merchant_id)
+    shop_ids = [s.id for s in session.scalars(shops) if covers(rule_set, s)]
+    if not shop_ids:
+        return []
+    return list(session.scalars(select(Order).where(Order.shop_id.in_(shop_ids))
+                                .order_by(Order.id.desc()).limit(limit)))
 
 
 def fallback_shop(session: Session, rule_set: RuleSet) -> Shop | None:

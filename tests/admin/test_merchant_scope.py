@@ -1,6 +1,6 @@
 """A merchant-scoped user (merchant, cs_agent) sees and acts on its own merchant's rows only: the
 admin's lists, details (they answered 500 on PostgreSQL: ``integer = character varying``) and
-export."""
+export, the operator actions and the rules dry-run on stored orders."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from app.errors import Refused
 from app.models import Invoice, InvoiceRequest, Merchant, Order, SellerEntity, Shop, SkuTaxMapping, User
+from app.services import operator_actions
+from app.services.rule_dry_run import stored_order
+from app.services.unit_of_work import unit_of_work
 from tests.factories import gen_merchant_rows
 
 SCOPED_VIEWS = ("merchants", "sellers", "shops", "sku_mappings", "orders", "requests", "invoices")
@@ -86,6 +90,39 @@ def test_scoped_user_without_a_merchant_sees_nothing(client, login, rows):
     for endpoint in CS_AGENT_VIEWS:
         page = client.get(f"/admin/{endpoint}/").text
         assert not any(rows["markers"][side][endpoint] in page for side in ("mine", "theirs"))
+
+
+def test_operator_actions_refuse_another_merchants_rows(db_session, settings, rows):
+    mine, theirs = rows["mine"], rows["theirs"]
+    actions = [
+        lambda work, ids: operator_actions.retry_failed(work, ids["invoices"], "cs", merchant_id=mine["merchants"]),
+        lambda work, ids: operator_actions.query_invoice(work, ids["invoices"], settings,
+                                                         merchant_id=mine["merchants"]),
+        lambda work, ids: operator_actions.redecide(work, ids["requests"], "cs", merchant_id=mine["merchants"]),
+        lambda work, ids: operator_actions.skip_held(work, ids["requests"], "cs", merchant_id=mine["merchants"]),
+    ]
+    for act in actions:
+        with pytest.raises(Refused) as refused, unit_of_work() as work:
+            act(work, theirs)
+        assert refused.value.code == "not_found"
+    db_session.rollback()  # a fresh transaction: see what the units of work committed
+    assert db_session.get(Invoice, theirs["invoices"]).status == "failed"
+    assert db_session.get(InvoiceRequest, theirs["requests"]).status == "held"
+    with unit_of_work() as work:
+        operator_actions.skip_held(work, mine["requests"], "cs", merchant_id=mine["merchants"])
+        operator_actions.retry_failed(work, mine["invoices"], "cs", merchant_id=mine["merchants"])
+    db_session.rollback()  # a fresh transaction: see what the units of work committed
+    assert db_session.get(InvoiceRequest, mine["requests"]).status == "skipped"
+
+
+def test_dry_run_finds_only_the_scoped_merchants_stored_orders(db_session, rows):
+    mine, theirs = rows["mine"], rows["theirs"]
+    theirs_order = db_session.get(Order, theirs["orders"])
+    for raw in (str(theirs["orders"]), theirs_order.key):
+        assert stored_order(db_session, raw, merchant_id=mine["merchants"]) is None
+        assert stored_order(db_session, raw).id == theirs["orders"]
+    assert stored_order(db_session, str(mine["orders"]), merchant_id=mine["merchants"]).id == mine["orders"]
+    assert stored_order(db_session, "9" * 30) is None
 
 
 def test_admin_user_form_requires_a_merchant_for_scoped_roles(client, login, db_session, rows):
