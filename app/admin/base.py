@@ -133,9 +133,11 @@ class SecureModelView(SecureMixin, ModelView):
     allow_delete: bool = False
 
     # The endpoints a permission guards; a refused one answers 403 (Flask-Admin itself would
-    # only redirect from some and not check others).
+    # only redirect from some and not check others). ``action_view`` is guarded per action
+    # and ``ajax_lookup`` (it feeds the create and edit forms) by those permissions, in
+    # ``_refused``.
     GUARDED_ENDPOINTS = {"create_view": "can_create", "edit_view": "can_edit", "ajax_update": "can_edit",
-                         "delete_view": "can_delete", "action_view": "can_delete"}
+                         "delete_view": "can_delete", "details_view": "can_view_details", "export": "can_export"}
 
     def __init__(self, model: type, **kwargs: Any) -> None:
         super().__init__(model, db.session, **kwargs)
@@ -159,10 +161,20 @@ class SecureModelView(SecureMixin, ModelView):
         refused = super()._handle_view(name, **kwargs)
         if refused is not None:
             return refused
-        permission = self.GUARDED_ENDPOINTS.get(name)
-        if permission is not None and not getattr(self, permission):
+        if self._refused(name):
             abort(403)
+        if name == "export" and kwargs.get("export_type") not in self.export_types:
+            abort(404)
         return None
+
+    def _refused(self, endpoint: str) -> bool:
+        if endpoint == "action_view":
+            action = request.form.get("action", "")
+            return action not in self._actions_data or not self.is_action_allowed(action)
+        if endpoint == "ajax_lookup":
+            return not (self.can_create or self.can_edit)
+        permission = self.GUARDED_ENDPOINTS.get(endpoint)
+        return permission is not None and not getattr(self, permission)
 
     def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:
         changed = {f.name: str(f.data)[:200] for f in form if f.name != "csrf_token" and f.name not in self._secret_fields()}

@@ -66,3 +66,37 @@ def test_audit_rows_cannot_be_forged_or_edited(client, login, db_session):
     assert client.get("/admin/audit_log/").status_code == 200  # reading stays open
     db_session.rollback()
     assert db_session.scalar(select(func.count()).select_from(AdminAuditLog)) == 0
+
+
+def test_every_model_endpoint_answers_403_for_what_the_view_does_not_allow(client, login, monkeypatch):
+    """Export, lookups, actions and details are refused with 403 like create/edit/delete (Flask-Admin
+    alone redirects from some and does not check others)."""
+    from app.admin.views import JobFailureView
+
+    login("admin")
+    assert client.get("/admin/orders/export/csv/").status_code == 403  # no export here
+    assert client.get("/admin/invoice_log/export/csv/").status_code == 200  # the ledgers export
+    assert client.get("/admin/invoice_log/export/nope/").status_code == 404
+    assert client.get("/admin/orders/ajax/lookup/?name=shop&query=a").status_code == 403  # no form, no lookup
+    assert client.get("/admin/merchants/ajax/lookup/?name=nope").status_code == 404  # a form, no such lookup
+    for action in ("delete", "nope", ""):  # delete is allowed nowhere; unknown actions never
+        assert client.post("/admin/merchants/action/", data={"action": action, "rowid": "1"}).status_code == 403
+    monkeypatch.setattr(JobFailureView, "can_view_details", False)
+    assert client.get("/admin/job_failures/details/?id=1").status_code == 403
+
+
+def test_ledger_subclasses_inherit_no_writes(app):
+    """A view derived from LedgerView writes nothing even for admin, without repeating the settings."""
+    from flask_login import login_user
+
+    from app.admin.base import LedgerView
+    from app.admin.views import AdminAuditLogView, InvoiceEventView
+    from app.models import User
+
+    with app.test_request_context():
+        login_user(User(id=1, username="a", roles=["admin"], active=True))
+        for view_class in (InvoiceEventView, AdminAuditLogView):
+            assert issubclass(view_class, LedgerView)
+            view = next(v for v in app.extensions["kaipiao_admin"]._views if type(v) is view_class)
+            assert (view.can_create, view.can_edit, view.can_delete) == (False, False, False)
+            assert not any(view.is_action_allowed(name) for name in view._actions_data)
