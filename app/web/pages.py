@@ -60,7 +60,7 @@ def preview():
             draft = _draft(order_text, seller_text, options_text)
             context["draft"] = draft
             if draft["invoices"]:
-                context["face"] = render_html(draft, standalone=False, locale=str(get_locale()))
+                context["face"] = render_html(draft, standalone=False, locale=str(get_locale()), inline_css=False)
         except ValidationFailed as exc:
             context["errors"] = exc.problems
     return render_template("web/preview.html", **context), 422 if context["errors"] else 200
