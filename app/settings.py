@@ -7,6 +7,7 @@ Nothing here touches the network or the database; defaults are the embedded ones
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -44,6 +45,21 @@ def _persistent_secret(instance: Path, filename: str) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(value)
     return value
+
+
+# scheme://host[:port], the host possibly ``*.``-prefixed: what CSP frame-ancestors accepts
+# as an origin, and nothing (no quote, semicolon or space) that could add a directive.
+_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?")
+
+
+def frame_origins(value: str | None) -> tuple[str, ...]:
+    """``KAIPIAO_PANEL_FRAME_ORIGINS``: origins separated by spaces or commas."""
+    origins = tuple(o.rstrip("/") for o in re.split(r"[\s,]+", value or "") if o)
+    bad = [o for o in origins if not _ORIGIN.fullmatch(o)]
+    if bad:
+        raise ValueError(f"{PREFIX}PANEL_FRAME_ORIGINS: {', '.join(map(repr, bad))} is not an origin "
+                         "(scheme://host[:port], e.g. https://desk.example.com)")
+    return origins
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,8 @@ class Settings:
     database_app_role: str | None = None
     # Signs each ledger checkpoint line (app/ledger.py); kept out of the database.
     ledger_hmac_key: str | None = None
+    # Origins that may frame a ``@frameable`` page (app/web/headers.py); none: nothing may.
+    panel_frame_origins: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -133,5 +151,6 @@ class Settings:
             migration_database_url=_env("MIGRATION_DATABASE_URL"),
             database_app_role=_env("DATABASE_APP_ROLE"),
             ledger_hmac_key=_env("LEDGER_HMAC_KEY"),
+            panel_frame_origins=frame_origins(_env("PANEL_FRAME_ORIGINS")),
             extra=extra,
         )

@@ -9,6 +9,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from app.auth import public, roles_required, user_may
+from app.web.headers import cacheable
 
 bp = Blueprint("web", __name__)
 
@@ -60,6 +61,7 @@ def healthz():
 
 @bp.route("/render/face.css")
 @public
+@cacheable
 def face_css() -> Response:
     """The invoice face's stylesheet, linked by the pages that show a face (no inline style)."""
     from app.render import STATIC_DIR
