@@ -38,7 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
 
     from app import crypto, db
 
-    crypto.configure(settings.encryption_key)
+    crypto.configure(settings.encryption_keys)
     db.configure(app.config["DATABASE_URL"])
     from app.jobs import queues
 

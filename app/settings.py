@@ -62,6 +62,16 @@ def frame_origins(value: str | None) -> tuple[str, ...]:
     return origins
 
 
+def encryption_keys(keys: str | None, key: str | None) -> tuple[str, ...]:
+    """``KAIPIAO_ENCRYPTION_KEYS`` (comma-separated, newest first), then
+    ``KAIPIAO_ENCRYPTION_KEY`` as the oldest unless listed already: adding KEYS=new beside
+    the single key in use is how a rotation starts. Empty: neither is set."""
+    listed = [k.strip() for k in (keys or "").split(",") if k.strip()]
+    if key:
+        listed.append(key)  # verbatim, as it has always been used
+    return tuple(dict.fromkeys(listed))  # without repeats, in order
+
+
 @dataclass(frozen=True)
 class Timing:
     """Knobs of retries and recovery; ``KAIPIAO_TIMING_<NAME>`` (seconds) overrides each, which
@@ -91,7 +101,7 @@ class Settings:
     database_url: str
     redis_url: str | None  # None: embedded Redis in the instance folder
     secret_key: str
-    encryption_key: str
+    encryption_key: str  # the newest key: it encrypts (app/crypto.py)
     cookie_secure: bool = True
     default_locale: str = "zh_CN"
     tax_gateway: str = "sandbox"
@@ -109,6 +119,9 @@ class Settings:
     database_app_role: str | None = None
     # Signs each ledger checkpoint line (app/ledger.py); kept out of the database.
     ledger_hmac_key: str | None = None
+    # Older keys, newest first: they only decrypt, until ``kaipiao keys rotate`` has re-encrypted
+    # everything with encryption_key and they are removed.
+    old_encryption_keys: tuple[str, ...] = ()
     # Origins that may frame a ``@frameable`` page (app/web/headers.py); none: nothing may.
     panel_frame_origins: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
@@ -116,6 +129,11 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def encryption_keys(self) -> tuple[str, ...]:
+        """Every key, newest first (what app.crypto.configure takes)."""
+        return (self.encryption_key, *self.old_encryption_keys)
 
     @property
     def migration_url(self) -> str:
@@ -132,14 +150,17 @@ class Settings:
         instance = instance_path or default_instance_path()
         database_url = cls.database_url_from_env(instance)
         secret = _env("SECRET_KEY") or _persistent_secret(instance, "secret_key")
-        enc = _env("ENCRYPTION_KEY") or _persistent_secret(instance, "encryption_key")
+        keys = encryption_keys(_env("ENCRYPTION_KEYS"), _env("ENCRYPTION_KEY"))
+        if not keys:
+            keys = (_persistent_secret(instance, "encryption_key"),)
         extra = {k[len(PREFIX):]: v for k, v in os.environ.items() if k.startswith(PREFIX)}
         return cls(
             instance_path=instance,
             database_url=database_url,
             redis_url=_env("REDIS_URL"),
             secret_key=secret,
-            encryption_key=enc,
+            encryption_key=keys[0],
+            old_encryption_keys=keys[1:],
             cookie_secure=_bool("COOKIE_SECURE", True),
             default_locale=_env("LOCALE", "zh_CN") or "zh_CN",
             tax_gateway=_env("TAX_GATEWAY", "sandbox") or "sandbox",
