@@ -38,7 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
 
     from app import crypto, db
 
-    crypto.configure(settings.encryption_key)
+    crypto.configure(settings.encryption_keys)
     db.configure(app.config["DATABASE_URL"])
     from app.jobs import queues
 
@@ -64,6 +64,9 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
     # Feature packages register their blueprints / admin views here.
     for name in ("app.api", "app.web.pages", "app.admin"):
         _init_optional(app, name)
+    from app.web import headers
+
+    headers.init_app(app)  # last: it hands the admin registered above its CSP nonce
     return app
 
 

@@ -7,6 +7,7 @@ Nothing here touches the network or the database; defaults are the embedded ones
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -44,6 +45,31 @@ def _persistent_secret(instance: Path, filename: str) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(value)
     return value
+
+
+# scheme://host[:port], the host possibly ``*.``-prefixed: what CSP frame-ancestors accepts
+# as an origin, and nothing (no quote, semicolon or space) that could add a directive.
+_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?")
+
+
+def frame_origins(value: str | None) -> tuple[str, ...]:
+    """``KAIPIAO_PANEL_FRAME_ORIGINS``: origins separated by spaces or commas."""
+    origins = tuple(o.rstrip("/") for o in re.split(r"[\s,]+", value or "") if o)
+    bad = [o for o in origins if not _ORIGIN.fullmatch(o)]
+    if bad:
+        raise ValueError(f"{PREFIX}PANEL_FRAME_ORIGINS: {', '.join(map(repr, bad))} is not an origin "
+                         "(scheme://host[:port], e.g. https://desk.example.com)")
+    return origins
+
+
+def encryption_keys(keys: str | None, key: str | None) -> tuple[str, ...]:
+    """``KAIPIAO_ENCRYPTION_KEYS`` (comma-separated, newest first), then
+    ``KAIPIAO_ENCRYPTION_KEY`` as the oldest unless listed already: adding KEYS=new beside
+    the single key in use is how a rotation starts. Empty: neither is set."""
+    listed = [k.strip() for k in (keys or "").split(",") if k.strip()]
+    if key:
+        listed.append(key)  # verbatim, as it has always been used
+    return tuple(dict.fromkeys(listed))  # without repeats, in order
 
 
 @dataclass(frozen=True)
@@ -105,7 +131,7 @@ class Settings:
     database_url: str
     redis_url: str | None  # None: embedded Redis in the instance folder
     secret_key: str
-    encryption_key: str
+    encryption_key: str  # the newest key: it encrypts (app/crypto.py)
     cookie_secure: bool = True
     default_locale: str = "zh_CN"
     tax_gateway: str = "sandbox"
@@ -124,11 +150,21 @@ class Settings:
     database_app_role: str | None = None
     # Signs each ledger checkpoint line (app/ledger.py); kept out of the database.
     ledger_hmac_key: str | None = None
+    # Older keys, newest first: they only decrypt, until ``kaipiao keys rotate`` has re-encrypted
+    # everything with encryption_key and they are removed.
+    old_encryption_keys: tuple[str, ...] = ()
+    # Origins that may frame a ``@frameable`` page (app/web/headers.py); none: nothing may.
+    panel_frame_origins: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def encryption_keys(self) -> tuple[str, ...]:
+        """Every key, newest first (what app.crypto.configure takes)."""
+        return (self.encryption_key, *self.old_encryption_keys)
 
     @property
     def migration_url(self) -> str:
@@ -145,14 +181,17 @@ class Settings:
         instance = instance_path or default_instance_path()
         database_url = cls.database_url_from_env(instance)
         secret = _env("SECRET_KEY") or _persistent_secret(instance, "secret_key")
-        enc = _env("ENCRYPTION_KEY") or _persistent_secret(instance, "encryption_key")
+        keys = encryption_keys(_env("ENCRYPTION_KEYS"), _env("ENCRYPTION_KEY"))
+        if not keys:
+            keys = (_persistent_secret(instance, "encryption_key"),)
         extra = {k[len(PREFIX):]: v for k, v in os.environ.items() if k.startswith(PREFIX)}
         return cls(
             instance_path=instance,
             database_url=database_url,
             redis_url=_env("REDIS_URL"),
             secret_key=secret,
-            encryption_key=enc,
+            encryption_key=keys[0],
+            old_encryption_keys=keys[1:],
             cookie_secure=_bool("COOKIE_SECURE", True),
             default_locale=_env("LOCALE", "zh_CN") or "zh_CN",
             tax_gateway=_env("TAX_GATEWAY", "sandbox") or "sandbox",
@@ -165,5 +204,6 @@ class Settings:
             migration_database_url=_env("MIGRATION_DATABASE_URL"),
             database_app_role=_env("DATABASE_APP_ROLE"),
             ledger_hmac_key=_env("LEDGER_HMAC_KEY"),
+            panel_frame_origins=frame_origins(_env("PANEL_FRAME_ORIGINS")),
             extra=extra,
         )

@@ -89,7 +89,7 @@ def main(*, name: str = "pipeline", latency_ms: int = 0, issue_delay_ms: int = 0
 
     upgrade(db_url)
     settings = Settings.from_env()
-    crypto.configure(settings.encryption_key)
+    crypto.configure(settings.encryption_keys)
     db.configure(db_url)
     queues.configure(settings)
     sandbox = start_sandbox_subprocess(tmp / "sandbox.sqlite3", extra_args=[

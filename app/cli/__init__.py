@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "app.cli.rules",  # rules validate / decide
     "app.cli.jobs",  # worker, scheduler, tick, orders import/generate, dispatch
     "app.cli.ledger",  # verify-log, seal-log
+    "app.cli.keys",  # keys rotate
     "sandbox.tax.cli",  # sandbox-tax (the fake provider, outside app/)
 )
 

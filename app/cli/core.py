@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import sys
 
 import click
 from flask import current_app
@@ -11,6 +12,7 @@ from flask.cli import with_appcontext
 from app import db
 from app.models import User
 from app.models.user import ROLES, is_merchant_scoped
+from app.services.demo_seed import DemoLogin
 
 
 def _settings():
@@ -97,14 +99,69 @@ def users_token(username: str) -> None:
 
 
 @click.command("seed")
+@click.option("--generate", is_flag=True,
+              help="generate random passwords and print them once (the default when stdin is not a terminal)")
 @with_appcontext
-def seed() -> None:
-    """Load the demo merchant, shops and one login per role (idempotent)."""
-    from app.seed import seed_demo
+def seed(generate: bool) -> None:
+    """Load the demo merchant, shops and one login per role (idempotent).
 
-    seed_demo(db.session())
-    db.session.commit()
+    Outside the demo (`kaipiao run`) the demo's published passwords are never used: each
+    new demo user (or one still with its published password) gets a password typed at the
+    prompt, or a random one printed once.
+    """
+    from app.services.demo_seed import generated_logins, roles_needing_password, seed_demo
+
+    session = db.session()
+    roles = roles_needing_password(session)
+    generate = generate or not _interactive()
+    if generate:
+        logins = generated_logins(roles)
+    else:
+        logins = [_prompted_login(role) for role in roles]
+    seed_demo(session, logins)
+    session.commit()
     click.echo("demo data loaded")
+    if not logins:
+        click.echo("every demo user exists already with a password of its own (unchanged)")
+    elif generate:
+        click.echo("New logins (username / password), shown only this once:")
+        for login in logins:
+            click.echo(f"  {login.role:<15} {login.username:<22} {login.password}")
+    else:
+        click.echo("passwords set for: " + ", ".join(login.username for login in logins))
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _prompted_login(role: str) -> DemoLogin:
+    from app.services.demo_seed import demo_username, generate_password, published_password
+
+    username = demo_username(role)
+    while True:
+        password = getpass.getpass(f"password for {username} ({role}; empty: generate one): ")
+        if not password:
+            password = generate_password()
+            click.echo(f"  {username}: {password}")
+            return DemoLogin(role, username, password)
+        problem = _password_problem(password, published_password(role))
+        if problem:
+            click.echo(f"  {problem}; try again", err=True)
+        elif getpass.getpass(f"again for {username}: ") != password:
+            click.echo("  the two entries differ; try again", err=True)
+        else:
+            return DemoLogin(role, username, password)
+
+
+def _password_problem(password: str, published: str) -> str | None:
+    if password == published:
+        return "that is the demo's published password"
+    try:
+        User(username="-").set_password(password)  # the model's own rules (length)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _redacted(url: str) -> str:

@@ -44,6 +44,7 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orde
 
     commands = available_commands()
     children = Children()
+    published: set[str] = set()  # roles whose demo user has the published password
     with app.app_context():
         from app.services.rule_versions import load_shipped_defaults
         from app.services.tax_catalogue import seed_catalogue
@@ -51,9 +52,11 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orde
         seed_catalogue(db.session())  # first start: the shipped 税收分类编码 seed
         load_shipped_defaults(db.session())  # first start: the shipped rule sets
         if demo:
-            from app.seed import seed_demo
+            from app.services.demo_seed import demo_logins, roles_with_published_password, seed_demo
 
-            seed_demo(db.session(), tax_gateway_url=settings.tax_gateway_url)
+            # Demo mode: the published passwords, printed below (never outside the demo).
+            seed_demo(db.session(), demo_logins(), tax_gateway_url=settings.tax_gateway_url)
+            published.update(roles_with_published_password(db.session()))
         db.session.commit()
     if demo:
         click.echo("• demo merchant, seller entities, 5 shops and one login per role loaded")
@@ -78,11 +81,12 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orde
     click.echo("")
     click.echo(f"Kaipiao is running: http://{host}:{port}/   (admin: http://{host}:{port}/admin/)")
     if demo:
-        from app.seed import demo_logins
+        from app.services.demo_seed import demo_logins
 
         click.echo("Logins (username / password):")
         for login in demo_logins():
-            click.echo(f"  {login.role:<15} {login.username:<22} {login.password}")
+            password = login.password if login.role in published else "(its own password, set outside the demo)"
+            click.echo(f"  {login.role:<15} {login.username:<22} {password}")
     if host in ("127.0.0.1", "localhost", "::1") and "COOKIE_SECURE" not in settings.extra:
         # Plain http on loopback: browsers would drop Secure cookies on 127.0.0.1.
         app.config["SESSION_COOKIE_SECURE"] = app.config["REMEMBER_COOKIE_SECURE"] = False

@@ -24,7 +24,7 @@ def _database_session():
         if not path or not _Path(path).exists():
             return None  # right after install: stateless, and nothing is written
     settings = Settings.from_env()
-    crypto.configure(settings.encryption_key)
+    crypto.configure(settings.encryption_keys)
     db.configure(settings.database_url)
     return db.SessionFactory()
 
@@ -90,7 +90,7 @@ def taxcodes_import(file: Path, version: str | None) -> None:
     except ValidationFailed as exc:
         emit_errors(exc.problems)
     settings = Settings.from_env()
-    crypto.configure(settings.encryption_key)
+    crypto.configure(settings.encryption_keys)
     db.configure(settings.database_url)
     with db.transaction() as session:
         count = import_catalogue(session, catalogue, version=version or catalogue.version)

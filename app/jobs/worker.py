@@ -23,7 +23,7 @@ def prepare_process(settings: Settings) -> None:
     """Everything a job needs, loaded once in the parent so forks start warm."""
     from app import crypto
 
-    crypto.configure(settings.encryption_key)
+    crypto.configure(settings.encryption_keys)
     db.configure(settings.database_url)
     queues.configure(settings)
     import app.jobs.tasks

@@ -24,7 +24,9 @@ TITLES = {"normal": "电子发票（普通发票）", "special": "电子发票�
 PREVIEW_MARK = "预览 PREVIEW — 未开具"
 
 # A real face is a fixed frame; short invoices get an empty band so the frame keeps its
-# proportions (the detail area of a 210×140 mm face holds about this many rows).
+# proportions (the detail area of a 210×140 mm face holds about this many rows). The band is
+# a class, kp-filler-<empty rows> in face.css (n × ROW_MM high), not a style attribute: web
+# pages embed the face under a Content-Security-Policy that allows no inline style.
 FRAME_ROWS = 9
 ROW_MM = 5.2
 
@@ -158,7 +160,7 @@ def face_model(draft: dict, position: int, invoice: dict, count: int) -> dict[st
     buyer, seller = invoice["buyer"], invoice["seller"]
     remark += _bank_remarks(buyer, seller)
     kind = invoice.get("kind", "normal")
-    filler = max(0, FRAME_ROWS - len(lines)) * ROW_MM
+    filler_rows = max(0, FRAME_ROWS - len(lines))
     return {
         "position": position + 1,
         "count": count,
@@ -172,7 +174,7 @@ def face_model(draft: dict, position: int, invoice: dict, count: int) -> dict[st
         "buyer": _party(buyer),
         "seller": _party(seller),
         "lines": lines,
-        "filler_mm": f"{filler:.1f}" if filler else "",
+        "filler_rows": filler_rows,
         "total_amount": total("total_amount"),
         "total_tax": total("total_tax"),
         "total": total("total"),

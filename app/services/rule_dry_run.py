@@ -106,4 +106,4 @@ def dry_run(session: Session, version: RuleSetVersion, order: Any, shop: Shop | 
     options = {**(decision.options or {}), **((shop.options or {}) if shop else {})}  # as compose_for merges
     draft = compose_for(session, parsed, shop, decision)
     return DryRun(decision=decision.as_dict(full=True), options=options, draft=draft,
-                  face=render_html(draft, standalone=False), shop=shop, note=note)
+                  face=render_html(draft, standalone=False, inline_css=False), shop=shop, note=note)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, Flask, jsonify, render_template, request, url_for
+from flask import Blueprint, Flask, Response, jsonify, render_template, request, send_from_directory, url_for
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from app.auth import public, roles_required, user_may
+from app.web.headers import cacheable
 
 bp = Blueprint("web", __name__)
 
@@ -56,6 +57,16 @@ def healthz():
 
     db.session.execute(text("SELECT 1"))
     return jsonify({"status": "ok"})
+
+
+@bp.route("/render/face.css")
+@public
+@cacheable
+def face_css() -> Response:
+    """The invoice face's stylesheet, linked by the pages that show a face (no inline style)."""
+    from app.render import STATIC_DIR
+
+    return send_from_directory(STATIC_DIR, "face.css", mimetype="text/css")
 
 
 def init_app(app: Flask) -> None:

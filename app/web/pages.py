@@ -61,7 +61,7 @@ def preview():
             draft = _draft(order_text, seller_text, options_text)
             context["draft"] = draft
             if draft["invoices"]:
-                context["face"] = render_html(draft, standalone=False, locale=str(get_locale()))
+                context["face"] = render_html(draft, standalone=False, locale=str(get_locale()), inline_css=False)
         except (ValidationFailed, Forbidden) as exc:
             context["errors"] = exc.problems
             status = 403 if isinstance(exc, Forbidden) else 422

@@ -53,6 +53,7 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/logout", "POST"): EVERYONE,
     ("/healthz", "GET"): EVERYONE,
     ("/static/<path:filename>", "GET"): EVERYONE,
+    ("/render/face.css", "GET"): EVERYONE,
     ("/preview", "GET"): PREVIEW,
     ("/preview", "POST"): PREVIEW,
     ("/preview/pdf", "POST"): PREVIEW,

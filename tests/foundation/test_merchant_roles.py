@@ -9,8 +9,8 @@ from sqlalchemy import select
 from app.errors import ValidationFailed
 from app.models import User
 from app.models.user import NO_MERCHANT
-from app.seed import seed_demo
 from app.services.accounts import create_user
+from app.services.demo_seed import demo_logins, seed_demo
 from tests.factories import gen_merchant
 
 
@@ -57,11 +57,11 @@ def test_cli_users_create_needs_a_merchant_for_cs_agent(runner, db_session):
 
 
 def test_demo_scoped_logins_belong_to_the_demo_merchant(db_session):
-    merchant = seed_demo(db_session)
+    merchant = seed_demo(db_session, demo_logins())
     # Demo data made before cs_agent was confined: the next seed gives it the demo merchant.
     agent = db_session.scalar(select(User).where(User.username == "demo_cs_agent"))
     agent.merchant_id = None
-    seed_demo(db_session)
+    seed_demo(db_session, demo_logins())
     users = {u.username: u for u in db_session.scalars(select(User))}
     assert users["demo_merchant"].merchant_id == merchant.id
     assert users["demo_cs_agent"].merchant_id == merchant.id
