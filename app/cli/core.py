@@ -171,20 +171,35 @@ def _redacted(url: str) -> str:
 
 
 @click.command("run")
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", default=5000, type=int)
+@click.option("--bind", envvar="KAIPIAO_WEB_BIND", help="host:port to serve on (or KAIPIAO_WEB_BIND) [127.0.0.1:5000]")
+@click.option("--host", help="host to serve on (with --port; instead of --bind)")
+@click.option("--port", type=int, help="port to serve on")
+@click.option("--web-workers", envvar="KAIPIAO_WEB_WORKERS", type=int,
+              help="web processes (or KAIPIAO_WEB_WORKERS) [the machine's cores]")
+@click.option("--threads", envvar="KAIPIAO_WEB_THREADS", type=int, help="threads per web process (or KAIPIAO_WEB_THREADS) [4]")
+@click.option("--timeout", envvar="KAIPIAO_WEB_TIMEOUT", type=int,
+              help="seconds a request may take before its web process is replaced (or KAIPIAO_WEB_TIMEOUT) [30]")
+@click.option("--dev", is_flag=True, help="Werkzeug's development server instead of gunicorn (never in production)")
 @click.option("--workers", default=1, type=int, help="RQ worker processes to start")
 @click.option("--no-demo", is_flag=True, help="do not load demo data or generate orders")
 @click.option("--demo-orders", default=200, show_default=True, help="how many demo orders to feed")
 @click.option("--demo-rate", default=2.0, show_default=True, help="demo orders per second")
 @with_appcontext
-def run(host: str, port: int, workers: int, no_demo: bool, demo_orders: int, demo_rate: float) -> None:
-    """Run Kaipiao: migrate, (demo data), web app + workers + scheduler (+ sandbox tax service)."""
-    from app.cli import demo
+def run(bind: str | None, host: str | None, port: int | None, web_workers: int | None, threads: int | None,
+        timeout: int | None, dev: bool, workers: int, no_demo: bool, demo_orders: int, demo_rate: float) -> None:
+    """Run Kaipiao: migrate, (demo data), web app (gunicorn) + workers + scheduler (+ sandbox tax service).
 
+    The web app is served by gunicorn; SIGHUP restarts its web processes gracefully, SIGTERM
+    or Ctrl-C stops everything."""
+    from app.cli import demo
+    from app.web.gunicorn_config import DEFAULT_BIND
+
+    if host is not None or port is not None or not bind:
+        default_host, _, default_port = DEFAULT_BIND.rpartition(":")
+        bind = f"{host or default_host}:{port or default_port}"
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # the real app, not the proxy
-    demo.run(app, host=host, port=port, workers=workers, demo=not no_demo,
-             demo_orders=demo_orders, demo_rate=demo_rate)
+    demo.run(app, bind=bind, workers=workers, demo=not no_demo, demo_orders=demo_orders, demo_rate=demo_rate,
+             dev=dev, web={"workers": web_workers, "threads": threads, "timeout": timeout})
 
 
 def register(group: click.Group) -> None:

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask
@@ -26,8 +27,12 @@ def available_commands() -> set[str]:
     return set(cli.commands)
 
 
-def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orders: int = 200,
-        demo_rate: float = 2.0) -> None:
+def run(app: Flask, *, bind: str, workers: int, demo: bool, demo_orders: int = 200,
+        demo_rate: float = 2.0, dev: bool = False, web: dict[str, Any] | None = None) -> None:
+    """``bind`` is ``host:port``; ``web`` the gunicorn options (web_workers, threads, timeout);
+    ``dev`` serves through Werkzeug's development server instead (never in production)."""
+    host, _, port_text = bind.rpartition(":")
+    host, port = host.strip("[]") or "127.0.0.1", int(port_text)
     settings = app.config["KAIPIAO"]
     instance: Path = settings.instance_path
     logs = instance / "logs"
@@ -96,17 +101,25 @@ def run(app: Flask, *, host: str, port: int, workers: int, demo: bool, demo_orde
     def _terminate(*_args) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C: children included
 
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _terminate)  # gunicorn's arbiter installs its own (graceful stop)
+    owner = os.getpid()
     try:
-        from werkzeug.serving import run_simple
+        if dev:
+            from werkzeug.serving import run_simple
 
-        run_simple(host, port, app, threaded=True, use_reloader=False)
+            click.echo("(Werkzeug development server: --dev, never in production)")
+            run_simple(host, port, app, threaded=True, use_reloader=False)
+        else:
+            from app.web.server import serve
+
+            serve(app, bind=f"[{host}]:{port}" if ":" in host else f"{host}:{port}", **(web or {}))
     except KeyboardInterrupt:
         pass
     finally:
-        children.stop()
-        if not settings.redis_url:
-            from app.redis_conn import stop_embedded_server
+        if os.getpid() == owner:  # not in a forked web worker leaving
+            children.stop()
+            if not settings.redis_url:
+                from app.redis_conn import stop_embedded_server
 
-            stop_embedded_server(instance)
-        time.sleep(0.1)
+                stop_embedded_server(instance)
+            time.sleep(0.1)

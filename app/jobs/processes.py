@@ -24,6 +24,7 @@ class Children:
     def __init__(self) -> None:
         self.procs: dict[str, subprocess.Popen] = {}
         self._specs: dict[str, tuple[list[str], Path, dict[str, str]]] = {}
+        self._owner = os.getpid()  # a forked copy (a gunicorn web worker) must not stop them
         atexit.register(self.stop)
 
     def start(self, name: str, args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -51,6 +52,8 @@ class Children:
         return self.start(name, args, log, env)
 
     def stop(self) -> None:
+        if os.getpid() != self._owner:
+            return
         for proc in self.procs.values():
             if proc.poll() is None:
                 try:
