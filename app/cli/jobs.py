@@ -143,5 +143,23 @@ def dispatch() -> None:
 
 
 def register(group: click.Group) -> None:
-    for command in (worker, scheduler, tick, orders, dispatch):
+    for command in (worker, scheduler, tick, orders, dispatch, status):
         group.add_command(command)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="the /readyz document instead of a table")
+@with_appcontext
+def status(as_json: bool) -> None:
+    """Readiness of this deployment, as GET /readyz sees it: database and migrations, Redis,
+    workers and scheduler alive, the tax provider, issuing not paused. Exit 1 when not ready."""
+    from app.jobs.readiness import readiness
+
+    report = readiness(current_app.config["KAIPIAO"])
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        for check in report.checks:
+            click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:<13} {check.ms:8.1f} ms  {check.detail}")
+        click.echo("ready" if report.ok else "NOT READY")
+    sys.exit(0 if report.ok else 1)

@@ -51,12 +51,25 @@ def home():
 @bp.route("/healthz")
 @public
 def healthz():
-    from sqlalchemy import text
-
-    from app import db
-
-    db.session.execute(text("SELECT 1"))
+    """Liveness: the process answers (the database is /readyz's business: a database outage
+    must not make an orchestrator restart every web process)."""
     return jsonify({"status": "ok"})
+
+
+@bp.route("/readyz")
+@public
+def readyz():
+    """Readiness: database and migrations, Redis, a live worker, the provider, issuing not
+    paused; each check with its latency. 503 when any fails. No personal data."""
+    from flask import current_app
+
+    from app.jobs.readiness import readiness
+
+    report = readiness(current_app.config["KAIPIAO"])
+    response = jsonify(report.as_dict())
+    response.status_code = 200 if report.ok else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.route("/render/face.css")

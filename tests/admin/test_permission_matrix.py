@@ -52,6 +52,7 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/login", "POST"): EVERYONE,
     ("/logout", "POST"): EVERYONE,
     ("/healthz", "GET"): EVERYONE,
+    ("/readyz", "GET"): EVERYONE,
     ("/static/<path:filename>", "GET"): EVERYONE,
     ("/render/face.css", "GET"): EVERYONE,
     ("/preview", "GET"): PREVIEW,
@@ -200,9 +201,13 @@ def _requests(app, ids: dict[str, Any]) -> Iterator[tuple[tuple[str, str], str, 
         yield (rule_text, method), url, kwargs
 
 
+# Readiness answers 503 while it is not ready (here: no worker runs): its answer, not a failure.
+UNAVAILABLE_BY_DESIGN = {("/readyz", "GET")}
+
+
 def _verdict(key: tuple[str, str], who: str, may: bool, url: str, status: int, location: str) -> str | None:
     to_login = status in (301, 302, 303) and "/login" in location and key not in TO_LOGIN_BY_DESIGN
-    if status >= 500:
+    if status >= 500 and not (key in UNAVAILABLE_BY_DESIGN and status == 503):
         return "a server error"
     if may:
         return None if status not in (401, 403) and not to_login else "refused"
