@@ -19,8 +19,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+# Metric files of this test run (and of the workers it starts), not the developer's instance
+# folder: app/metrics.py reads this at import.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kp-prom-"))
 
 import pytest
 from sqlalchemy import text

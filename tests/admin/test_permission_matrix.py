@@ -52,6 +52,7 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/login", "POST"): EVERYONE,
     ("/logout", "POST"): EVERYONE,
     ("/healthz", "GET"): EVERYONE,
+    ("/metrics", "GET"): EVERYONE,  # no role: its own bearer token (404 without one configured)
     ("/static/<path:filename>", "GET"): EVERYONE,
     ("/render/face.css", "GET"): EVERYONE,
     ("/preview", "GET"): PREVIEW,
