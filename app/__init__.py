@@ -62,7 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
     web.init_app(app)
 
     # Feature packages register their blueprints / admin views here.
-    for name in ("app.api", "app.web.pages", "app.admin"):
+    for name in ("app.api", "app.web.pages", "app.web.metrics", "app.admin"):
         _init_optional(app, name)
     from app.web import headers
 

@@ -155,6 +155,8 @@ class Settings:
     old_encryption_keys: tuple[str, ...] = ()
     # Origins that may frame a ``@frameable`` page (app/web/headers.py); none: nothing may.
     panel_frame_origins: tuple[str, ...] = ()
+    # The bearer token ``GET /metrics`` asks for; None: the endpoint answers 404 (app/web/metrics.py).
+    metrics_token: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -205,5 +207,6 @@ class Settings:
             database_app_role=_env("DATABASE_APP_ROLE"),
             ledger_hmac_key=_env("LEDGER_HMAC_KEY"),
             panel_frame_origins=frame_origins(_env("PANEL_FRAME_ORIGINS")),
+            metrics_token=_env("METRICS_TOKEN"),
             extra=extra,
         )

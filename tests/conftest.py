@@ -19,8 +19,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+# Metric files of this test run (and of the workers it starts), not the developer's instance
+# folder: app/metrics.py reads this at import.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kp-prom-"))
 
 import pytest
 from sqlalchemy import text
@@ -131,6 +136,11 @@ def db_url(_migrated_template: str, tmp_path: Path) -> Iterator[str]:
         shutil.copyfile(_migrated_template, target)
         url = f"sqlite:///{target}"
     kdb.configure(url)
+    # Per-process caches of the database's contents describe the previous test's database.
+    from app.services import tallies, tax_catalogue
+
+    tax_catalogue.invalidate()
+    tallies.invalidate()
     yield url
     kdb.session.remove()
 

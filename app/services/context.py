@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from app.engine.compose import compose_draft
 from app.engine.contract import Order
 from app.integrations.tax.base import TaxGateway
+from app.integrations.tax.instrumented import instrumented
 from app.integrations.tax.registry import get_gateway
 from app.models import RuleSetVersion, SellerEntity, Shop
 from app.rules import Decision, compile_ruleset, decide
@@ -182,5 +183,6 @@ def gateway_for(seller: SellerEntity | None, settings: Settings) -> TaxGateway:
     with _gateway_lock:
         gateway = _cache.get(key)
         if gateway is None:
-            gateway = _cache[key] = get_gateway(creds)
+            # Every provider call is timed and its errors counted there (app/metrics.py).
+            gateway = _cache[key] = instrumented(get_gateway(creds))
         return gateway

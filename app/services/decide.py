@@ -176,6 +176,7 @@ def decide_request(batch: _Batch, request_id: int) -> str:
     stamp: dict[str, Any] = {"decision": decision.as_dict(), "rules_version": decision.rules_version,
              "rules_fired": list(decision.rules_fired), "deadline_at": deadline}
     reason = "; ".join(r["message"] for r in decision.as_dict()["reasons"])[:500] or None
+    work.tally("decision", order.platform, shop.seller_entity_id if shop else None, str(decision.action))
     if decision.action in _VERDICT_STATUS:
         verdict = _VERDICT_STATUS[decision.action]
         extra: dict[str, Any] = {"issue_after": decision.issue_after} if verdict == R.WAITING else {}

@@ -281,6 +281,7 @@ def _upsert_batch(work: UnitOfWork, items: list[_Item], *, source: str, actor: s
                 order, request = _create(work, item, after, source=source, actor=actor)
                 orders[natural_key], requests[natural_key] = order, request
                 done.append((item, "created", order, request))
+                work.tally("order", item.doc["platform"], item.shop.seller_entity_id)
             else:
                 existing = requests.get(natural_key)
                 done.append((item, _update(work, item, order, existing, after, source=source, actor=actor),

@@ -175,6 +175,9 @@ def move_request(work: UnitOfWork, request: InvoiceRequest | int, to: RequestSta
         _sync(request, to, values)
 
 
+_COUNTED = frozenset({"issued", "failed", "delivered"})  # app.metrics.INVOICE_COUNTERS
+
+
 def move_invoice(work: UnitOfWork, invoice: Invoice | int, to: InvoiceStatus, *,
                  expect: InvoiceStatus | str | None = None, actor: str = "system", reason: str | None = None,
                  data: dict[str, Any] | None = None, **values: Any) -> None:
@@ -192,4 +195,6 @@ def move_invoice(work: UnitOfWork, invoice: Invoice | int, to: InvoiceStatus, *,
     work.record("invoice_transition", order_pk=invoice.order_pk, request_id=invoice.request_id,
                 invoice_id=invoice.id, from_state=previous, to_state=to, actor=actor,
                 data={**(data or {}), **({"reason": reason} if reason else {})})
+    if to in _COUNTED:  # issued, failed, delivered: counted in the metrics at the commit
+        work.tally("invoice", invoice.id, invoice.seller_entity_id, invoice.color, str(to))
     _sync(invoice, to, values)

@@ -56,7 +56,13 @@ class UnitOfWork:
         self.events: list[dict[str, Any]] = []
         self.jobs: list[dict[str, Any]] = []
         self.jobs_queued = False
+        # Raw observations for the metrics (app/services/tallies.py): labelled at the commit,
+        # counted once it succeeded, forgotten on a rollback.
+        self.tallies: list[tuple[Any, ...]] = []
+        self._count: Callable[[], None] | None = None
         event.listen(session, "before_commit", self._flush_at_commit)
+        event.listen(session, "after_commit", self._count_after_commit)
+        event.listen(session, "after_rollback", self._forget_tallies)
 
     # ------------------------------------------------------------------ events and jobs
 
@@ -83,6 +89,10 @@ class UnitOfWork:
                           "not_before": not_before, "attempts": 0})
         self.jobs_queued = True
 
+    def tally(self, *observation: Any) -> None:
+        """Count ``observation`` in the metrics once this transaction commits (tallies.resolve)."""
+        self.tallies.append(observation)
+
     # ------------------------------------------------------------------ writing
 
     def flush(self) -> None:
@@ -105,17 +115,41 @@ class UnitOfWork:
         """A SAVEPOINT: on error, the database and what was held since are both rolled back."""
         if self.batched:
             raise RuntimeError("a batched unit of work has no savepoints: redo the batch unbatched")
-        events, jobs = len(self.events), len(self.jobs)
+        events, jobs, tallies = len(self.events), len(self.jobs), len(self.tallies)
         try:
             with self.session.begin_nested():
                 yield
         except BaseException:
-            del self.events[events:], self.jobs[jobs:]
+            del self.events[events:], self.jobs[jobs:], self.tallies[tallies:]
             raise
 
     def _flush_at_commit(self, session: Session) -> None:
         if not session.in_nested_transaction():  # also fired when a SAVEPOINT is released
             self.flush()
+            if self.tallies:
+                from app.services import tallies
+
+                observed, self.tallies = self.tallies, []
+                try:
+                    self._count = tallies.resolve(session, observed)
+                except Exception:  # metrics never fail the work they describe
+                    import logging
+
+                    logging.getLogger(__name__).warning("metrics: labelling a commit failed", exc_info=True)
+
+    def _count_after_commit(self, _session: Session) -> None:
+        count, self._count = self._count, None
+        if count is not None:
+            try:
+                count()
+            except Exception:  # metrics never fail the work they describe
+                import logging
+
+                logging.getLogger(__name__).warning("metrics: counting a commit failed", exc_info=True)
+
+    def _forget_tallies(self, _session: Session) -> None:
+        self.tallies.clear()
+        self._count = None
 
 
 @contextmanager

@@ -53,6 +53,7 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("/logout", "POST"): EVERYONE,
     ("/healthz", "GET"): EVERYONE,
     ("/readyz", "GET"): EVERYONE,
+    ("/metrics", "GET"): EVERYONE,  # no role: its own bearer token (404 without one configured)
     ("/static/<path:filename>", "GET"): EVERYONE,
     ("/render/face.css", "GET"): EVERYONE,
     ("/preview", "GET"): PREVIEW,
