@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "app.cli.jobs",  # worker, scheduler, tick, orders import/generate, dispatch
     "app.cli.ledger",  # verify-log, seal-log
     "app.cli.keys",  # keys rotate
+    "app.cli.doctor",  # doctor
     "sandbox.tax.cli",  # sandbox-tax (the fake provider, outside app/)
 )
 

@@ -73,7 +73,7 @@ def run(app: Flask, *, bind: str, workers: int, demo: bool, demo_orders: int = 2
                                        "--host", tax.hostname or "127.0.0.1", "--port", str(tax.port or 8765)],
                        logs / "sandbox-tax.log")
         click.echo(f"• sandbox tax service on {settings.tax_gateway_url} (log: {logs / 'sandbox-tax.log'})")
-    if "worker" in commands:
+    if "worker" in commands and workers > 0:  # --workers 0: the web app alone (deploy/: units of their own)
         for i in range(workers):
             children.start(f"worker-{i}", [*kaipiao_cmd(), "worker"], logs / f"worker-{i}.log")
         children.start("scheduler", [*kaipiao_cmd(), "scheduler"], logs / "scheduler.log")
