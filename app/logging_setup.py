@@ -252,6 +252,8 @@ def configure(fmt: str = "json", level: str | int = "INFO", stream: TextIO | Non
     logging.getLogger("werkzeug").setLevel(max(root.level, logging.WARNING))
     # SQLAlchemy logs statements *with their values* at INFO: never, whatever the level.
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins at INFO on every command: noise.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(root.level, logging.WARNING))
     return handler
 
 
