@@ -102,7 +102,12 @@ def _mask_id(match: re.Match[str]) -> str:
     return value if len(value) == 20 and value.isdigit() else MASK
 
 
+# PostgreSQL quotes rows and keys in an error's DETAIL ("Failing row contains (...)").
+_DETAIL = re.compile(r"(?m)^(DETAIL:\s*).*$|Failing row contains \(.*?\)(?=\.?$)", re.MULTILINE)
+
+
 def redact_text(text: str) -> str:
+    text = _DETAIL.sub(lambda m: f"{m.group(1)}{MASK}" if m.group(1) else MASK, text)
     for pattern in _PATTERNS[:3]:
         text = pattern.sub(MASK, text)
     text = _PATTERNS[3].sub(_mask_id, text)

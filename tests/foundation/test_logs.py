@@ -75,6 +75,13 @@ def test_sensitive_keys_and_secret_assignments_are_masked(captured):
     assert lines(captured)[0]["payload"]["n"] == 1
 
 
+def test_database_details_quoting_rows_are_masked(captured):
+    logging.getLogger("kaipiao.test").warning(
+        'new row violates check constraint "ck"\nDETAIL:  Failing row contains (1, 蓝鲸测绘, x).\n[SQL: INSERT]')
+    output = lines(captured)[0]["message"]
+    assert "蓝鲸测绘" not in output and "violates check constraint" in output and "[SQL: INSERT]" in output
+
+
 def test_a_20_digit_invoice_number_stays_readable(captured):
     logging.getLogger("kaipiao.test").info("issued %s", "24312000000012345678")
     assert "24312000000012345678" in captured.getvalue()
