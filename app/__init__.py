@@ -36,8 +36,9 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
     app.url_map.converters["int"] = _RowId
 
 
-    from app import crypto, db
+    from app import crypto, db, logging_setup
 
+    logging_setup.configure_from(settings)
     crypto.configure(settings.encryption_keys)
     db.configure(app.config["DATABASE_URL"])
     from app.jobs import queues
@@ -50,6 +51,9 @@ def create_app(test_config: dict[str, Any] | None = None, settings: Settings | N
 
     from flask_wtf.csrf import CSRFProtect
 
+    from app.web import request_id
+
+    request_id.init_app(app)  # first: every other hook's log lines carry the request id
     csrf = CSRFProtect(app)
     app.extensions["kaipiao_csrf"] = csrf
 

@@ -114,6 +114,9 @@ def table_of(model: Any) -> Table:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    # A database error's message never carries the statement's values (buyer titles, tax ids,
+    # e-mail addresses): it is logged, and shown on the operations page.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
         eng = create_engine(url, **kwargs)

@@ -72,6 +72,22 @@ def encryption_keys(keys: str | None, key: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(listed))  # without repeats, in order
 
 
+def log_format(value: str | None) -> str:
+    """``KAIPIAO_LOG_FORMAT``: json (default) or text."""
+    fmt = (value or "json").strip().lower()
+    if fmt not in ("json", "text"):
+        raise ValueError(f"{PREFIX}LOG_FORMAT: {value!r} is not json or text")
+    return fmt
+
+
+def log_level(value: str | None) -> str:
+    """``KAIPIAO_LOG_LEVEL``: DEBUG, INFO (default), WARNING, ERROR or CRITICAL."""
+    level = (value or "INFO").strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"{PREFIX}LOG_LEVEL: {value!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
 @dataclass(frozen=True)
 class Timing:
     """Knobs of retries and recovery; ``KAIPIAO_TIMING_<NAME>`` (seconds) overrides each, which
@@ -157,6 +173,9 @@ class Settings:
     panel_frame_origins: tuple[str, ...] = ()
     # The bearer token ``GET /metrics`` asks for; None: the endpoint answers 404 (app/web/metrics.py).
     metrics_token: str | None = None
+    # app/logging_setup.py: "json" (one object per line) or "text" (development); the level.
+    log_format: str = "json"
+    log_level: str = "INFO"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -208,5 +227,7 @@ class Settings:
             ledger_hmac_key=_env("LEDGER_HMAC_KEY"),
             panel_frame_origins=frame_origins(_env("PANEL_FRAME_ORIGINS")),
             metrics_token=_env("METRICS_TOKEN"),
+            log_format=log_format(_env("LOG_FORMAT")),
+            log_level=log_level(_env("LOG_LEVEL")),
             extra=extra,
         )

@@ -14,6 +14,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 from rq import Queue
 from sqlalchemy import select, update
@@ -58,7 +59,7 @@ def dispatch_pending(limit: int = 2000, older_than: timedelta | None = None) -> 
                     job_id = chunk[0].job_id if len(chunk) == 1 else f"{func}:batch:{chunk[0].id}-{chunk[-1].id}"
                     q.enqueue_call(_task(func), args=(ids,), job_id=_safe_id(job_id),
                                    timeout=queues.SPECS[queue_name].timeout, failure_ttl=365 * 24 * 3600,
-                                   pipeline=pipe)
+                                   meta=_meta(chunk), pipeline=pipe)
             pipe.execute()
         session.execute(
             update(OutboxMessage)
@@ -66,6 +67,13 @@ def dispatch_pending(limit: int = 2000, older_than: timedelta | None = None) -> 
             .values(dispatched_at=now, attempts=OutboxMessage.attempts + 1)
         )
         return len(rows)
+
+
+def _meta(rows: list[OutboxMessage]) -> dict[str, Any]:
+    """What the worker binds to the job's log lines (app/jobs/worker.py): the request ids of
+    whatever queued these rows (web requests or jobs), in order, without repeats."""
+    request_ids = list(dict.fromkeys(row.origin_request_id for row in rows if row.origin_request_id))
+    return {"request_ids": request_ids} if request_ids else {}
 
 
 def _task(func: str) -> str:

@@ -15,6 +15,7 @@ the tick queries by serial, and pending ones the tick polls.
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import itertools
 import logging
@@ -79,7 +80,8 @@ class Sender:
         if self.clock.estimate() < FAST_SETTLE and self.pace.estimate() < SLOW:
             return self._send(claims, inline=True)
         self._track(+1)
-        self.pool.submit(self._send, claims)
+        # The job's logging context (its job id and request id) goes with its calls.
+        self.pool.submit(contextvars.copy_context().run, self._send, claims)
         return None
 
     def _send(self, claims: list[Claim], inline: bool = False) -> Outcome | None:
@@ -121,13 +123,15 @@ class Sender:
 
     def _later(self, delay: float, invoice_ids: list[int], accepted_at: float, attempt: int) -> None:
         self._track(+1)
+        context = contextvars.copy_context()  # the follow-up logs as the job that sent them
         with self._wake:
             heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq),
-                                          lambda: self._submit_poll(invoice_ids, accepted_at, attempt)))
+                                          lambda: self._submit_poll(context, invoice_ids, accepted_at, attempt)))
             self._wake.notify()
 
-    def _submit_poll(self, invoice_ids: list[int], accepted_at: float, attempt: int) -> None:
-        self.pool.submit(self._poll, invoice_ids, accepted_at, attempt)
+    def _submit_poll(self, context: contextvars.Context, invoice_ids: list[int], accepted_at: float,
+                     attempt: int) -> None:
+        self.pool.submit(context.run, self._poll, invoice_ids, accepted_at, attempt)
 
     def _run_timers(self) -> None:
         with self._wake:

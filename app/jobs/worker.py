@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import traceback
 from typing import Any
 
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 from rq.worker import BaseWorker
 from sqlalchemy.orm import configure_mappers
 
-from app import db
+from app import db, logging_setup
 from app.jobs import queues, sender
 from app.settings import Settings
 
@@ -58,6 +59,46 @@ def mirror_failure(job, exc_type, exc_value, tb) -> bool:
     return True  # let RQ's default handler move the job to the failed registry too
 
 
+# The ids a job's arguments are, by job: bound to its log lines beside the job id.
+_ID_KEYS = {"issue_invoices": "invoice_ids", "poll_invoices": "invoice_ids",
+            "decide_requests": "invoicing_request_ids"}
+
+
+def job_log_context(job) -> dict[str, Any]:
+    """The logging context of ``job``: its id, the request id(s) that caused it (from its
+    ``meta``, set by app/jobs/outbox.py) and the ids it works on."""
+    values: dict[str, Any] = {"job_id": job.id}
+    request_ids = (job.meta or {}).get("request_ids") or []
+    if request_ids:
+        shown = request_ids[:10]
+        values["request_id"] = ",".join(shown) + (f",+{len(request_ids) - len(shown)}" if len(request_ids) > 10 else "")
+    key = _ID_KEYS.get((job.func_name or "").rsplit(".", 1)[-1])
+    if key and job.args and isinstance(job.args[0], list):
+        values[key] = job.args[0][:50]
+    return values
+
+
+class _LoggingContext:
+    """Binds ``job_log_context`` while RQ performs a job (in the worker, or in a work-horse)."""
+
+    def perform_job(self, job, queue, *args: Any, **kwargs: Any) -> bool:
+        with logging_setup.context(**job_log_context(job)):
+            started = time.monotonic()
+            log.info("job %s started", job.func_name)
+            ok = super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]
+            log.info("job %s %s in %.3f s", job.func_name, "finished" if ok else "failed",
+                     time.monotonic() - started)
+            return ok
+
+
+class KaipiaoWorker(_LoggingContext, Worker):
+    pass
+
+
+class KaipiaoSimpleWorker(_LoggingContext, SimpleWorker):
+    pass
+
+
 def warm_up() -> None:
     """Compile the shipped rules and load the shipped catalogue once, so neither a forked
     work-horse nor the first job of a simple worker pays for it."""
@@ -75,12 +116,10 @@ def build_worker(settings: Settings, queue_names: list[str] | None = None, name:
     warm across jobs (a forked horse starts cold: ~120 ms a job measured here, which dominated
     small batches). Job timeouts still apply (SIGALRM); recycle with ``--max-jobs``.
     ``fork=True``: a fresh work-horse per job, for isolation."""
-    from rq import SimpleWorker
-
     names = queue_names or list(queues.QUEUE_NAMES)
     conn = queues.connection()
     qs = [Queue(n, connection=conn, default_timeout=queues.SPECS[n].timeout) for n in names]
-    cls: type[BaseWorker] = Worker if fork else SimpleWorker
+    cls: type[BaseWorker] = KaipiaoWorker if fork else KaipiaoSimpleWorker
     # A kill -9'd worker's job is noticed by another worker's maintenance pass;
     # 60 s instead of RQ's 600 s default keeps abandoned jobs short-lived.
     return cls(qs, connection=conn, name=name, exception_handlers=[mirror_failure],
@@ -97,7 +136,7 @@ def run_worker(settings: Settings, queue_names: list[str] | None = None, *, burs
         settings, settings.sender_threads)
     worker = build_worker(settings, queue_names, **kwargs)
     try:
-        return worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs, logging_level="INFO")
+        return worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs, logging_level=settings.log_level)
     finally:
         if running is not None:
             running.stop()  # what is in flight is sent and recorded before the process ends

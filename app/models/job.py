@@ -65,6 +65,8 @@ class OutboxMessage(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The request id of what queued it (app/logging_setup.py); the job's log lines show it.
+    origin_request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class JobFailure(Base):

@@ -114,7 +114,8 @@ def recorded(invoice_ids: list[int], record_one: Callable[[Recorder, int], str],
             except InvalidTransition:
                 counts.bump("raced")  # another worker recorded it first
             except Exception as exc:  # this answer alone; the others are recorded
-                log.exception("the answer for invoice %s could not be recorded", invoice_id)
+                log.exception("the answer for invoice %s could not be recorded", invoice_id,
+                              extra={"invoice_id": invoice_id})
                 counts.bump(recorder.set_aside(invoice_id, exc))
         del invoices, requests
         counts.waiting, counts.issued_at = recorder.waiting, recorder.issued_at
@@ -223,7 +224,7 @@ class Recorder:
             # Accepted but unknown now: keep asking, never resend. Never reached: resend the same serial.
             kind = "lost_pending" if status == I.PENDING else "resend"
         elif isinstance(result, TaxGatewayError):
-            log.info("query %s failed: %s", invoice_id, result)
+            log.info("query %s failed: %s", invoice_id, result, extra={"invoice_id": invoice_id})
             kind = "query_failed"
         else:
             kind = {IssueStatus.ISSUED: "issued", IssueStatus.FAILED: "failed"}.get(result.status, "pending")
@@ -304,7 +305,7 @@ class Recorder:
                     return "error"
             return "set_aside"
         except Exception:
-            log.exception("invoice %s could not be set aside either", invoice_id)
+            log.exception("invoice %s could not be set aside either", invoice_id, extra={"invoice_id": invoice_id})
             return "error"
 
     def retry_later(self, invoice_id: int, exc: TaxGatewayError, *, to: I = I.READY) -> str:

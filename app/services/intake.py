@@ -117,7 +117,7 @@ def ingest(work: UnitOfWork, docs: Iterable[Any], *, source: str = "api", actor:
         except SQLAlchemyError as exc:
             result.rejected.append(_storage_error(index, key, exc))
         except Exception as exc:  # one unreadable document never takes the others down
-            log.exception("intake: order %s at index %d could not be read", key, index)
+            log.exception("intake: order %s at index %d could not be read", key, index, extra={"order_id": key})
             result.rejected.append({"index": index, "key": key, "errors": [{
                 "path": "", "code": "unreadable", "message": f"cannot read the order ({type(exc).__name__})"}]})
     if foreign:
@@ -128,8 +128,10 @@ def ingest(work: UnitOfWork, docs: Iterable[Any], *, source: str = "api", actor:
         with work.savepoint():
             result.accepted = _upsert_batch(work, items, source=source, actor=actor)
     except SQLAlchemyError as exc:
+        # The driver's first line only: its DETAIL can quote the row (buyer data).
+        reason = str(getattr(exc, "orig", None) or "").split("\n", 1)[0]
         log.warning("intake: a batch of %d orders failed at the database (%s: %s); storing them one by one",
-                    len(items), exc.__class__.__name__, getattr(exc, "orig", None) or "")
+                    len(items), exc.__class__.__name__, reason)
         for item in items:
             try:
                 with work.savepoint():

@@ -141,7 +141,7 @@ def _claim(ids: list[int], now: datetime, timing: Timing, *, batched: bool) -> t
 def _unsendable(work: UnitOfWork, invoice: Invoice, exc: Exception, timing: Timing, *, batched: bool) -> str:
     """A stored invoice that cannot be sent (never sent, so safely ``failed``, with its request);
     a 重试 of one waits for a person instead of coming round again at every tick."""
-    log.exception("invoice %s cannot be sent", invoice.id)
+    log.exception("invoice %s cannot be sent", invoice.id, extra={"invoice_id": invoice.id})
     reason = f"cannot be sent: {type(exc).__name__}: {exc}"
     try:
         if invoice.status == I.READY:

@@ -219,7 +219,7 @@ def _ask_credit(gateway: TaxGateway | None) -> Decimal | None:
     except TaxGatewayError:
         return None
     except Exception:  # one seller's broken account must not stop the probes of the others
-        log.exception("asking %r for its credit failed", gateway)
+        log.exception("asking %s for its credit failed", type(gateway).__name__)
         return None
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from app import db, ledger
+from app import db, ledger, logging_setup
 from app.engine.clock import utcnow
 from app.models.job import JobName, OutboxMessage
 
@@ -86,7 +86,10 @@ class UnitOfWork:
                 return
         self.jobs.append({"created_at": utcnow(), "queue": job.queue.value, "func": job.value,
                           "args": [item_id], "job_id": f"{key or f'{job.value}:{item_id}'}:{uuid.uuid4().hex[:12]}",
-                          "not_before": not_before, "attempts": 0})
+                          "not_before": not_before, "attempts": 0,
+                          # What caused it (a web request, or the job this runs in): the new
+                          # job's log lines show the same request id (app/jobs/outbox.py).
+                          "origin_request_id": (logging_setup.request_id() or "")[:64] or None})
         self.jobs_queued = True
 
     def tally(self, *observation: Any) -> None:

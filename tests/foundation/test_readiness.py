@@ -115,4 +115,4 @@ def test_status_command_exits_non_zero_when_not_ready(runner, redis_url):
 def test_status_command_ready(runner, alive):
     result = runner.invoke(status, ["--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["ready"] is True
+    assert json.loads(result.stdout)["ready"] is True

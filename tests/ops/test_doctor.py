@@ -158,7 +158,7 @@ def test_the_command_prints_json_and_exits_1_on_a_failure(app, settings, monkeyp
     monkeypatch.setattr(Probes, "__init__", _patched_init(Probes.__init__), raising=True)
     result = app.test_cli_runner().invoke(cli, ["doctor", "--json"])
     assert result.exit_code == 1, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     statuses = {c["check"]: c["status"] for c in report["checks"]}
     assert report["ok"] is False
     assert statuses["cookie_secure"] == "fail"  # the test settings turn Secure off
