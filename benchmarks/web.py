@@ -1,4 +1,4 @@
-"""The web app through the production server (gunicorn, one web process per core), driven by
+"""The web app through the production server (gunicorn with its default processes and threads), driven by
 32 concurrent HTTP clients (threads with keep-alive ``requests`` sessions) on this machine.
 
 Figures: the preview API (``POST /api/v1/preview``; target ≥ 300 requests/s, p95 ≤ 100 ms)
@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 from _common import cores, header, report
+
+from app.web.gunicorn_config import default_workers
 
 CONCURRENCY = int(os.environ.get("KAIPIAO_BENCH_CONCURRENCY", "32"))
 PREVIEW_SECONDS = float(os.environ.get("KAIPIAO_BENCH_SECONDS", "15"))
@@ -126,7 +128,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kp-benchweb-"))
     db_url, redis_url = _database(tmp), _redis()
     print(f"database: {'PostgreSQL' if db_url.startswith('postgres') else 'SQLite'}")
-    web_workers = int(os.environ.get("KAIPIAO_WEB_WORKERS") or cores())
+    web_workers = int(os.environ.get("KAIPIAO_WEB_WORKERS") or default_workers())
     os.environ.update({
         "KAIPIAO_DATABASE_URL": db_url, "KAIPIAO_REDIS_URL": redis_url, "KAIPIAO_INSTANCE_PATH": str(tmp),
         "KAIPIAO_SECRET_KEY": "bench", "KAIPIAO_ENCRYPTION_KEY": "bench",
@@ -174,7 +176,7 @@ def main() -> None:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit(f"the web server did not start; see {tmp / 'gunicorn.log'}")
             time.sleep(0.3)
-        print(f"server: gunicorn, {web_workers} web process(es) × {os.environ.get('KAIPIAO_WEB_THREADS', '4')} "
+        print(f"server: gunicorn, {web_workers} web process(es) × {os.environ.get('KAIPIAO_WEB_THREADS', '2')} "
               f"threads; {CONCURRENCY} concurrent clients")
         rng = random.Random(1)
         previews = [{"order": {**random_order(rng, "tmall", "elsewhere", f"P{n:06d}", max_lines=3),

@@ -175,8 +175,8 @@ def _redacted(url: str) -> str:
 @click.option("--host", help="host to serve on (with --port; instead of --bind)")
 @click.option("--port", type=int, help="port to serve on")
 @click.option("--web-workers", envvar="KAIPIAO_WEB_WORKERS", type=int,
-              help="web processes (or KAIPIAO_WEB_WORKERS) [the machine's cores]")
-@click.option("--threads", envvar="KAIPIAO_WEB_THREADS", type=int, help="threads per web process (or KAIPIAO_WEB_THREADS) [4]")
+              help="web processes (or KAIPIAO_WEB_WORKERS) [twice the machine's cores]")
+@click.option("--threads", envvar="KAIPIAO_WEB_THREADS", type=int, help="threads per web process (or KAIPIAO_WEB_THREADS) [2]")
 @click.option("--timeout", envvar="KAIPIAO_WEB_TIMEOUT", type=int,
               help="seconds a request may take before its web process is replaced (or KAIPIAO_WEB_TIMEOUT) [30]")
 @click.option("--dev", is_flag=True, help="Werkzeug's development server instead of gunicorn (never in production)")
