@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 
 def cores() -> int:
@@ -62,3 +63,40 @@ def report_cpu(before: dict[str, float], after: dict[str, float], items: int, wh
     report(f"cpu_ms_per_{what}_total", total / items * 1000, "ms")
     if elapsed:
         report("cpu_busy", total / (elapsed * cores()) * 100, "%")
+
+
+def bench_database(tmp: Path, name: str) -> str:
+    """``KAIPIAO_BENCH_DATABASE_URL``, else a fresh database ``name`` on the local PostgreSQL,
+    else a SQLite file in ``tmp``."""
+    url = os.environ.get("KAIPIAO_BENCH_DATABASE_URL")
+    if url:
+        return url
+    try:
+        import psycopg
+
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name}")
+            c.execute(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    except Exception:
+        return f"sqlite:///{tmp / 'bench.sqlite3'}"
+
+
+def bench_redis(db_number: int, tag: str) -> str:
+    """``KAIPIAO_BENCH_REDIS_URL``, else database ``db_number`` of the local Redis (emptied), else
+    an embedded server."""
+    url = os.environ.get("KAIPIAO_BENCH_REDIS_URL")
+    if url:
+        return url
+    import redis
+
+    local = f"redis://127.0.0.1:6379/{db_number}"
+    try:
+        client = redis.Redis.from_url(local, socket_connect_timeout=1)
+        client.ping()
+        client.flushdb()
+        return local
+    except redis.RedisError:
+        from app.redis_conn import ensure_embedded_server
+
+        return ensure_embedded_server(Path(f"/tmp/{tag}-{os.getpid()}"))

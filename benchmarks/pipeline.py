@@ -21,44 +21,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import cpu_snapshot, header, report, report_cpu
+from _common import bench_database, bench_redis, cpu_snapshot, header, report, report_cpu
 
 THROUGHPUT_ORDERS = int(os.environ.get("KAIPIAO_BENCH_ORDERS", "6000"))
 LATENCY_RATE = int(os.environ.get("KAIPIAO_BENCH_LATENCY_RATE", "50"))
 LATENCY_SECONDS = 20
 WORKERS = int(os.environ.get("KAIPIAO_BENCH_WORKERS", "2"))
-
-
-def _database(tmp: Path) -> str:
-    url = os.environ.get("KAIPIAO_BENCH_DATABASE_URL")
-    if url:
-        return url
-    try:
-        import psycopg
-
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2) as c:
-            c.execute("DROP DATABASE IF EXISTS kaipiao_bench")
-            c.execute("CREATE DATABASE kaipiao_bench")
-        return "postgresql+psycopg://postgres@127.0.0.1:5432/kaipiao_bench"
-    except Exception:
-        return f"sqlite:///{tmp / 'bench.sqlite3'}"
-
-
-def _redis(tmp: Path) -> str:
-    url = os.environ.get("KAIPIAO_BENCH_REDIS_URL")
-    if url:
-        return url
-    import redis
-
-    try:
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/15", socket_connect_timeout=1)
-        client.ping()
-        client.flushdb()
-        return "redis://127.0.0.1:6379/15"
-    except redis.RedisError:
-        from app.redis_conn import ensure_embedded_server
-
-        return ensure_embedded_server(Path(f"/tmp/kp-bench-{os.getpid()}"))
 
 
 def main(*, name: str = "pipeline", latency_ms: int = 0, issue_delay_ms: int = 0) -> None:
@@ -67,7 +35,7 @@ def main(*, name: str = "pipeline", latency_ms: int = 0, issue_delay_ms: int = 0
     header(name)
     print(f"provider: {latency_ms} ms a call, issued {issue_delay_ms} ms after acceptance")
     tmp = Path(tempfile.mkdtemp(prefix="kp-bench-"))
-    db_url, redis_url = _database(tmp), _redis(tmp)
+    db_url, redis_url = bench_database(tmp, "kaipiao_bench"), bench_redis(15, "kp-bench")
     print(f"database: {'PostgreSQL' if db_url.startswith('postgres') else 'SQLite'}")
     os.environ.update({
         "KAIPIAO_DATABASE_URL": db_url, "KAIPIAO_REDIS_URL": redis_url, "KAIPIAO_INSTANCE_PATH": str(tmp),

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import cores, header, report
+from _common import bench_database, bench_redis, cores, header, report
 
 from app.web.gunicorn_config import default_workers
 
@@ -34,38 +34,6 @@ ORDER_BATCHES = int(os.environ.get("KAIPIAO_BENCH_BATCHES", "100"))
 BATCH = 100
 ROOT = Path(__file__).resolve().parents[1]
 SELLER = {"name": "杭州青禾电子商务有限公司", "tax_id": "91110000600037341L"}
-
-
-def _database(tmp: Path) -> str:
-    url = os.environ.get("KAIPIAO_BENCH_DATABASE_URL")
-    if url:
-        return url
-    try:
-        import psycopg
-
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2) as c:
-            c.execute("DROP DATABASE IF EXISTS kaipiao_bench_web")
-            c.execute("CREATE DATABASE kaipiao_bench_web")
-        return "postgresql+psycopg://postgres@127.0.0.1:5432/kaipiao_bench_web"
-    except Exception:
-        return f"sqlite:///{tmp / 'bench.sqlite3'}"
-
-
-def _redis() -> str:
-    url = os.environ.get("KAIPIAO_BENCH_REDIS_URL")
-    if url:
-        return url
-    import redis
-
-    try:
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/14", socket_connect_timeout=1)
-        client.ping()
-        client.flushdb()
-        return "redis://127.0.0.1:6379/14"
-    except redis.RedisError:
-        from app.redis_conn import ensure_embedded_server
-
-        return ensure_embedded_server(Path(f"/tmp/kp-benchweb-{os.getpid()}"))
 
 
 def _free_port() -> int:
@@ -126,7 +94,7 @@ def _drive(name: str, concurrency: int, make_request, *, seconds: float | None =
 def main() -> None:
     header("web")
     tmp = Path(tempfile.mkdtemp(prefix="kp-benchweb-"))
-    db_url, redis_url = _database(tmp), _redis()
+    db_url, redis_url = bench_database(tmp, "kaipiao_bench_web"), bench_redis(14, "kp-benchweb")
     print(f"database: {'PostgreSQL' if db_url.startswith('postgres') else 'SQLite'}")
     web_workers = int(os.environ.get("KAIPIAO_WEB_WORKERS") or default_workers())
     os.environ.update({
