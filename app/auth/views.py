@@ -27,8 +27,10 @@ class LoginForm(FlaskForm):
 
 
 def _safe_next(target: str | None) -> str:
-    # Only same-site relative paths: no open redirect.
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    # Only same-site relative paths: no open redirect. Browsers read a backslash as "/" (so
+    # "/\evil" is "//evil") and drop control characters: refuse both outright.
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and target.isprintable() and not urlsplit(target).netloc):
         return target
     return url_for("web.home")
 

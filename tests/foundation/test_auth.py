@@ -62,11 +62,12 @@ def test_login_with_csrf(app, db_session):
     assert "HttpOnly" in cookie
 
 
-def test_open_redirect_refused(app, db_session):
+@pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example/", "/\\/evil.example/", "https://evil.example/"])
+def test_open_redirect_refused(app, db_session, target):
     gen_user(db_session, "operations", username="ops2", password="s3cret-pass")
     db_session.commit()
     client = app.test_client()
-    r = client.post("/login?next=//evil.example/", data={"username": "ops2", "password": "s3cret-pass"})
+    r = client.post("/login", query_string={"next": target}, data={"username": "ops2", "password": "s3cret-pass"})
     assert r.status_code == 302 and "evil" not in r.headers["Location"]
 
 
