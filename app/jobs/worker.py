@@ -14,7 +14,7 @@ from rq.worker import BaseWorker
 from sqlalchemy.orm import configure_mappers
 
 from app import db, logging_setup
-from app.jobs import queues, sender
+from app.jobs import queues, readiness, sender
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,10 @@ def run_worker(settings: Settings, queue_names: list[str] | None = None, *, burs
     running = None if kwargs.get("fork") or settings.sender_threads <= 0 else sender.start(
         settings, settings.sender_threads)
     worker = build_worker(settings, queue_names, **kwargs)
+    pulse = readiness.Pulse(worker.connection, worker.name).start()
     try:
         return worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs, logging_level=settings.log_level)
     finally:
+        pulse.stop()
         if running is not None:
             running.stop()  # what is in flight is sent and recorded before the process ends

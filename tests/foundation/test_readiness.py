@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import pytest
 import redis
 
 from app.cli.jobs import status
+from app.jobs.readiness import ALIVE_PREFIX, Pulse
 from app.models import GatewayStatus
 from app.services.issuing_control import OUTAGE_THRESHOLD
 
@@ -26,6 +28,7 @@ def alive(redis_url: str) -> None:
     worker = Worker(["decide"], connection=conn, name="readiness-test")
     worker.register_birth()
     worker.heartbeat()
+    conn.set(ALIVE_PREFIX + "readiness-test", "1", ex=30)  # its process's pulse
     cron = CronScheduler(connection=conn)
     cron.register_birth()
     cron.heartbeat()
@@ -54,6 +57,29 @@ def test_no_worker_is_not_ready(client, redis_url):
     assert code == 503 and body["ready"] is False
     assert body["checks"]["workers"]["ok"] is False and "worker" in body["checks"]["workers"]["detail"]
     assert body["checks"]["database"]["ok"] is True
+
+
+def test_a_killed_worker_is_not_ready_once_its_pulse_lapses(client, redis_url, alive):
+    """kill -9 leaves RQ's registration and its recent heartbeat behind for minutes; the
+    process's own pulse key lapses within seconds, and then the worker counts as gone."""
+    redis.Redis.from_url(redis_url).delete(ALIVE_PREFIX + "readiness-test")  # its TTL ran out
+    code, body = _ready(client)
+    assert code == 503 and body["checks"]["workers"]["ok"] is False
+
+
+def test_the_pulse_keeps_its_key_alive_until_stopped(redis_url):
+    conn = redis.Redis.from_url(redis_url)
+    key = ALIVE_PREFIX + "pulse-test"
+    pulse = Pulse(conn, "pulse-test", every=0.05, ttl=1).start()
+    try:
+        conn.pexpire(key, 300)  # only a refresh brings it back above 900 ms
+        deadline = time.monotonic() + 5
+        while conn.pttl(key) < 900 and time.monotonic() < deadline:  # refreshed by the thread
+            time.sleep(0.02)
+        assert conn.exists(key) and conn.pttl(key) >= 900
+    finally:
+        pulse.stop()
+    assert not conn.exists(key)  # a clean stop is gone at once
 
 
 def test_paused_issuing_and_failing_provider_are_not_ready(client, db_session, alive):
