@@ -99,6 +99,19 @@ def redis_url(settings) -> str:
     return settings.redis_url or ensure_embedded_server(settings.instance_path)
 
 
+_probes: dict[str, redis.Redis] = {}
+
+
+def probe_client(settings) -> redis.Redis:
+    """A client for health checks (readiness, doctor): short timeouts, so a probe never hangs,
+    and the embedded server is looked at, never started. One per URL per process."""
+    url = settings.redis_url or embedded_url(settings.instance_path)
+    client = _probes.get(url)
+    if client is None:
+        client = _probes[url] = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    return client
+
+
 def get_redis(settings) -> redis.Redis:
     """One client per URL per process (RQ needs raw bytes: decode_responses stays off)."""
     url = redis_url(settings)

@@ -13,20 +13,18 @@ EXIT_FAILED = 1
 MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _redis_config(settings):
     """CONFIG GET save / appendonly on the configured Redis (the embedded one is not started)."""
-    from app.redis_conn import embedded_url
+    from app.redis_conn import probe_client
 
     def probe() -> dict[str, str]:
-        import redis
-
-        url = settings.redis_url or embedded_url(settings.instance_path)
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5, decode_responses=True)
-        try:
-            config = {**client.config_get("save"), **client.config_get("appendonly")}
-            return {str(k): str(v) for k, v in config.items()}
-        finally:
-            client.close()
+        client = probe_client(settings)
+        config = {**client.config_get("save"), **client.config_get("appendonly")}
+        return {_text(k): _text(v) for k, v in config.items()}
 
     return probe
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 from rq import Worker
 
+from app.redis_conn import probe_client
 from app.services.readiness import Check, _NotReady, database_checks, timed
 from app.settings import Settings
 
@@ -25,9 +26,6 @@ HEARTBEAT_MAX_AGE = timedelta(seconds=480)
 ALIVE_PREFIX = "kaipiao:worker-alive:"
 ALIVE_TTL = 30
 ALIVE_EVERY = 10.0
-
-_clients: dict[str, redis.Redis] = {}
-
 
 class Pulse:
     """Keeps ``ALIVE_PREFIX + name`` alive while the worker process runs; ``stop`` removes it,
@@ -62,17 +60,6 @@ class Pulse:
             pass
 
 
-def _redis(settings: Settings) -> redis.Redis:
-    """A client with short timeouts (a probe must not hang); never starts the embedded server."""
-    from app.redis_conn import embedded_url
-
-    url = settings.redis_url or embedded_url(settings.instance_path)
-    client = _clients.get(url)
-    if client is None:
-        client = _clients[url] = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    return client
-
-
 @dataclass(frozen=True)
 class Report:
     checks: list[Check]
@@ -86,7 +73,7 @@ class Report:
 
 
 def redis_checks(settings: Settings, now: datetime | None = None) -> list[Check]:
-    conn = _redis(settings)
+    conn = probe_client(settings)
 
     def ping() -> str:
         conn.ping()
